@@ -1,0 +1,979 @@
+"""Record a forward pass as plain data: every module call and every torch op, in order.
+
+``trace(model, *args, **kwargs)`` runs ``model(*args, **kwargs)`` once and returns a
+:class:`Trace`. Two mechanisms cooperate:
+
+* forward pre/post hooks on the traced model's own modules (never global hooks) give
+  the module calls and their nesting;
+* a :class:`torch.overrides.TorchFunctionMode` sees every torch function and Tensor
+  method call (``torch.mm``, ``F.relu``, ``+``, ``X /= 2``, ``bool(X > 1)`` ...).
+
+For each step the reader's own source line is found by walking the Python stack to
+the innermost frame outside torch and outside this package. Everything recorded is
+metadata (shapes, dtypes, names, line numbers); no tensor data is kept.
+
+This module imports neither ipywidgets nor matplotlib: it knows nothing of display.
+"""
+
+from __future__ import annotations
+
+import dis
+import gc
+import json
+import linecache
+import os
+import sys
+import textwrap
+from operator import itemgetter
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["trace", "Trace", "Step", "TensorInfo", "PyValue", "ModuleInfo", "TraceLimitError"]
+
+DEFAULT_MAX_STEPS = 100_000
+_MAX_FLAT = 32  # entries recorded per input/output list; longer ones end in a "…" entry
+
+
+class TraceLimitError(RuntimeError):
+    """Raised inside the traced forward when it exceeds ``max_steps``."""
+
+
+# --------------------------------------------------------------------------- values
+
+
+class TensorInfo(tuple):
+    """Metadata of one tensor: shape, dtype, device, requires_grad; its value if 0-d.
+
+    A tuple (cheap to make while the model runs) with named fields: ``shape``,
+    ``dtype``, ``device``, ``requires_grad``, ``value`` (0-d tensors only), ``name``
+    (the keyword it was passed under, if any) and ``preview`` (first numbers, only with
+    ``trace(..., values=True)``).
+    """
+
+    __slots__ = ()
+    is_tensor = True
+
+    def __new__(cls, shape, dtype, device, requires_grad, value=None, name=None,
+                preview=None):
+        return _tuple_new(cls, (shape, dtype, device, requires_grad, value, name, preview))
+
+    shape = property(lambda self: tuple(self[0]))
+    dtype = property(itemgetter(1))
+    device = property(itemgetter(2))
+    requires_grad = property(itemgetter(3))
+    value = property(itemgetter(4))
+    name = property(itemgetter(5))
+    preview = property(itemgetter(6))
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self[0]:
+            n *= d
+        return n
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self[1]).removeprefix("torch.")
+
+    def to_dict(self) -> dict:
+        d = {
+            "type": "tensor",
+            "shape": list(self[0]),
+            "dtype": self.dtype_name,
+            "device": str(self[2]),
+            "requires_grad": self[3],
+        }
+        for key, v in (("value", self[4]), ("name", self[5]), ("preview", self[6])):
+            if v is not None:
+                d[key] = v
+        return d
+
+    def __repr__(self) -> str:
+        v = "" if self[4] is None else f", value={self[4]!r}"
+        return f"TensorInfo({_fmt_shape(self[0])}, {self.dtype_name}{v})"
+
+
+class PyValue(tuple):
+    """A non-tensor argument or result: its short repr (``text``), the value itself
+    (``value``) if it is a bool, int or float, and the keyword it was passed under."""
+
+    __slots__ = ()
+    is_tensor = False
+
+    def __new__(cls, text, value=None, name=None):
+        return _tuple_new(cls, (text, value, name))
+
+    @property
+    def text(self) -> str:
+        return repr(self[1]) if self[0] is None else self[0]
+
+    @property
+    def value(self):
+        v = self[1]
+        return v if type(v) in _SCALARS else None
+
+    name = property(itemgetter(2))
+
+    def to_dict(self) -> dict:
+        d = {"type": "python", "text": self.text}
+        if self.value is not None:
+            d["value"] = self.value
+        if self[2] is not None:
+            d["name"] = self[2]
+        return d
+
+    def __repr__(self) -> str:
+        return f"PyValue({self.text})"
+
+
+_tuple_new = tuple.__new__
+_SCALARS = (bool, int, float)
+_ATOMIC = frozenset(_SCALARS)
+
+
+def _short_repr(obj, limit=40) -> str:
+    try:
+        if isinstance(obj, nn.Module):
+            text = type(obj).__name__ + "(…)"
+        else:
+            text = repr(obj)
+    except Exception as exc:  # a broken __repr__ must not break the reader's forward
+        text = f"<{type(obj).__name__}: repr failed: {exc}>"
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
+
+
+# ---------------------------------------------------------------------------- steps
+
+
+class Step:
+    """One recorded event: a module call (``kind="module"``) or a torch op (``kind="op"``)."""
+
+    __slots__ = (
+        "index", "kind", "name", "path", "depth", "parent", "call", "inputs", "outputs",
+        "filename", "lineno", "line", "iteration", "inplace", "error", "internal",
+        "module_type", "func_name", "func_firstlineno",
+    )
+
+    def __init__(self, index, kind, name, path, depth, parent, call, inputs, outputs,
+                 filename, lineno, line, func_name, func_firstlineno, iteration=None,
+                 inplace=False, error=None, internal=False, module_type=None):
+        self.index = index
+        self.kind = kind
+        self.name = name
+        self.path = path
+        self.depth = depth
+        self.parent = parent
+        self.call = call
+        self.inputs = inputs
+        self.outputs = outputs
+        self.filename = filename
+        self.lineno = lineno
+        self.line = line
+        self.func_name = func_name
+        self.func_firstlineno = func_firstlineno
+        self.iteration = iteration
+        self.inplace = inplace
+        self.error = error
+        self.internal = internal
+        self.module_type = module_type
+
+    @property
+    def input_shapes(self) -> list:
+        return [v.shape if v.is_tensor else None for v in self.inputs]
+
+    @property
+    def output_shapes(self) -> list:
+        return [v.shape if v.is_tensor else None for v in self.outputs]
+
+    @property
+    def value(self):
+        """The scalar result of this step (a 0-d tensor's value, a bool, a float), or None."""
+        if len(self.outputs) == 1:
+            return self.outputs[0].value
+        return None
+
+    @property
+    def is_module(self) -> bool:
+        return self.kind == "module"
+
+    def to_dict(self) -> dict:
+        return {
+            "index": self.index,
+            "kind": self.kind,
+            "name": self.name,
+            "path": self.path,
+            "depth": self.depth,
+            "parent": self.parent,
+            "call": self.call,
+            "module_type": self.module_type,
+            "inputs": [v.to_dict() for v in self.inputs],
+            "outputs": [v.to_dict() for v in self.outputs],
+            "filename": self.filename,
+            "lineno": self.lineno,
+            "line": self.line,
+            "func_name": self.func_name,
+            "func_firstlineno": self.func_firstlineno,
+            "iteration": self.iteration,
+            "inplace": self.inplace,
+            "internal": self.internal,
+            "error": self.error,
+        }
+
+    def __repr__(self) -> str:
+        ins = ", ".join(_fmt_shape(s) for s in self.input_shapes)
+        outs = ", ".join(_fmt_shape(s) for s in self.output_shapes)
+        where = f" [{self.path}]" if self.kind == "op" and self.path else ""
+        it = f" pass {self.iteration}" if self.iteration else ""
+        err = f" ERROR {self.error}" if self.error else ""
+        label = self.name if self.kind == "op" else f"{self.path or '(root)'} {self.name}"
+        return f"<Step {self.index} {self.kind} {label}{where}: {ins} -> {outs}{it}{err}>"
+
+
+def _fmt_shape(shape) -> str:
+    if shape is None:
+        return "·"
+    return "(" + ", ".join(map(str, shape)) + ")"
+
+
+@dataclass
+class ModuleInfo:
+    """What the trace knows about one module of the model (by path)."""
+
+    path: str
+    type: str
+    extra: str  # the module's extra_repr(), e.g. "in_features=4, out_features=8, bias=True"
+    params: int  # parameters, counted recursively, each shared tensor once
+    own_params: int  # parameters registered on this module itself
+    children: list
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path, "type": self.type, "extra": self.extra, "params": self.params,
+            "own_params": self.own_params, "children": list(self.children),
+        }
+
+
+# ------------------------------------------------------------------ frame inspection
+
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+_THIS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_CALL_IMPL_CODE = nn.Module._call_impl.__code__
+_WRAPPED_CALL_IMPL_CODE = nn.Module._wrapped_call_impl.__code__
+_HANDLE_TF_CODE = torch.overrides.handle_torch_function.__code__
+
+_lib_code: dict = {}  # code object -> True if it belongs to torch or to this package
+
+
+def _is_lib(code) -> bool:
+    r = _lib_code.get(code)
+    if r is None:
+        fn = code.co_filename
+        r = fn.startswith(_TORCH_DIR) or fn.startswith(_THIS_DIR) or fn.startswith("<frozen")
+        _lib_code[code] = r
+    return r
+
+
+_instr_labels: dict = {}  # code object -> {offset: operator label}
+
+_JUMP_BOOL = {"bool"}
+_UNARY = {"UNARY_NEGATIVE": "-", "UNARY_INVERT": "~", "UNARY_POSITIVE": "+", "UNARY_NOT": "not"}
+
+
+def _labels_for(code) -> dict:
+    labels = _instr_labels.get(code)
+    if labels is None:
+        labels = {}
+        for ins in dis.get_instructions(code):
+            op = ins.opname
+            if op == "BINARY_OP" or op == "COMPARE_OP":
+                labels[ins.offset] = ins.argrepr.split()[0] if ins.argrepr else op.lower()
+            elif op == "BINARY_SUBSCR":
+                labels[ins.offset] = "[]"
+            elif op == "STORE_SUBSCR":
+                labels[ins.offset] = "[]="
+            elif op in _UNARY:
+                labels[ins.offset] = _UNARY[op]
+            elif "JUMP_IF" in op:
+                labels[ins.offset] = "bool"
+            elif op in ("IS_OP", "CONTAINS_OP"):
+                labels[ins.offset] = ins.argrepr or op.lower()
+        _instr_labels[code] = labels
+    return labels
+
+
+# ------------------------------------------------------------------------ op names
+
+_IGNORE = object()  # funcs never recorded (repr, format, metadata reads ...)
+_PROPERTY = object()  # attribute reads: recorded only when they produce a tensor
+
+_OPERATOR_DUNDERS = {
+    "__add__": "+", "__radd__": "+", "__iadd__": "+=", "__sub__": "-", "__rsub__": "-",
+    "__isub__": "-=", "__mul__": "*", "__rmul__": "*", "__imul__": "*=", "__truediv__": "/",
+    "__rtruediv__": "/", "__itruediv__": "/=", "__div__": "/", "__rdiv__": "/",
+    "__idiv__": "/=", "__floordiv__": "//", "__rfloordiv__": "//", "__ifloordiv__": "//=",
+    "__mod__": "%", "__rmod__": "%", "__imod__": "%=", "__pow__": "**", "__rpow__": "**",
+    "__ipow__": "**=", "__matmul__": "@", "__rmatmul__": "@", "__and__": "&", "__rand__": "&",
+    "__iand__": "&=", "__or__": "|", "__ror__": "|", "__ior__": "|=", "__xor__": "^",
+    "__rxor__": "^", "__ixor__": "^=", "__lshift__": "<<", "__rlshift__": "<<",
+    "__ilshift__": "<<=", "__rshift__": ">>", "__rrshift__": ">>", "__irshift__": ">>=",
+    "__eq__": "==", "__ne__": "!=", "__lt__": "<", "__le__": "<=", "__gt__": ">",
+    "__ge__": ">=", "__neg__": "-", "__pos__": "+", "__invert__": "~", "__abs__": "abs",
+    "__getitem__": "[]", "__setitem__": "[]=", "__bool__": "bool", "__len__": "len",
+    "__float__": "float", "__int__": "int", "__index__": "index", "__contains__": "in",
+    "__iter__": "iter",
+}
+_INPLACE_OPERATORS = {
+    "+=", "-=", "*=", "/=", "//=", "%=", "**=", "@=", "&=", "|=", "^=", "<<=", ">>=", "[]=",
+}
+_IGNORED_NAMES = {
+    "__repr__", "__str__", "__format__", "__hash__", "__reduce_ex__", "__deepcopy__",
+    "__get__", "__set__", "__dir__", "__array__", "__array_wrap__", "__sizeof__",
+    "_is_view", "dim", "ndimension", "size", "numel", "nelement", "stride", "is_contiguous",
+    "data_ptr", "element_size", "get_device", "is_floating_point", "is_complex",
+    "storage_offset", "untyped_storage", "_typed_storage", "__torch_function__",
+    "has_names", "is_sparse", "_has_symbolic_sizes_strides", "__dlpack__",
+}
+
+_func_names: dict = {}
+_namespaces_loaded = False
+
+
+def _load_namespaces():
+    global _namespaces_loaded
+    import torch.nn.functional as F
+
+    table = {}
+    rank = {}
+    spaces = [
+        ("torch.special.", torch.special), ("torch.fft.", torch.fft),
+        ("torch.linalg.", torch.linalg), ("torch.", torch), ("F.", F),
+    ]
+    # One object can have several names (torch.mm is torch.spmm; F.conv2d is torch.conv2d).
+    # Prefer the name the object calls itself, then the later namespace (F over torch).
+    for priority, (prefix, space) in enumerate(spaces):
+        for attr in dir(space):
+            if attr.startswith("_"):
+                continue
+            obj = getattr(space, attr, None)
+            if not callable(obj) or isinstance(obj, type):
+                continue
+            score = (attr == getattr(obj, "__name__", None), priority)
+            try:
+                if obj not in rank or score > rank[obj]:
+                    rank[obj] = score
+                    table[obj] = (prefix, space)
+            except TypeError:  # unhashable
+                pass
+    for attr in dir(torch.Tensor):
+        obj = getattr(torch.Tensor, attr, None)
+        if obj is None or isinstance(obj, type) or not callable(obj):
+            continue
+        try:
+            table.setdefault(obj, ("", None))
+        except TypeError:
+            pass
+    _func_names.update(table)
+    _namespaces_loaded = True
+
+
+def _classify(func):
+    """Return the reader-facing name of ``func``, or _IGNORE / _PROPERTY."""
+    name = getattr(func, "__name__", None)
+    if name == "__get__":
+        return _PROPERTY
+    if name in _IGNORED_NAMES:
+        return _IGNORE
+    if not _namespaces_loaded:
+        _load_namespaces()
+    if name is None:
+        return _short_repr(func)
+    try:
+        known = _func_names.get(func)
+    except TypeError:
+        known = None
+    if known is not None and known[1] is not None and hasattr(known[1], name):
+        return known[0] + name  # torch.mm, F.relu, torch.linalg.norm
+    return _OPERATOR_DUNDERS.get(name, name)  # Tensor methods: abs, sum, view; bool ...
+
+
+_classified: dict = {}
+
+
+# -------------------------------------------------------------------------- recorder
+
+
+# A raw record, as the hot paths append it (a list, so outputs and errors can be added):
+_KIND, _NAME, _CODE, _LASTI, _PARENT, _PATH, _CALL, _INPUTS, _OUTPUTS, _ERROR, _INPLACE = range(11)
+_ELLIPSIS = PyValue("…")
+
+
+class _Recorder(TorchFunctionMode):
+    """Collects raw records during one forward pass. One instance per trace() call.
+
+    The hot paths (one op, one module call) run between the model's own kernels, where
+    every Python instruction is slow (cold caches), so they only capture what cannot
+    wait: value metadata, the calling code object and instruction offset, the enclosing
+    module. Steps, line numbers, loop passes and operator names are built afterwards, in
+    one tight loop (``_build_steps``).
+    """
+
+    def __init__(self, paths, ops, max_steps, values):
+        super().__init__()
+        self.paths = paths  # id(module) -> (path, forward written in torch?)
+        self.ops = ops
+        self.max_steps = max_steps
+        self.values = values
+        self.records: list = []
+        # The module calls under way: (index, forward written in torch?, code, lasti)
+        self.stack: list = []
+        self.calls: dict = {}  # id(module) -> number of calls so far
+        self.limit_hit = False
+
+    # -- values
+
+    def _value(self, obj, name=None):
+        if isinstance(obj, Tensor):
+            shape = obj.shape
+            if not shape:
+                return _tuple_new(TensorInfo, (shape, obj.dtype, obj.device, obj.requires_grad,
+                                               _scalar(obj), name, None))
+            return _tuple_new(TensorInfo, (shape, obj.dtype, obj.device, obj.requires_grad,
+                                           None, name, _preview(obj) if self.values else None))
+        t = type(obj)
+        if obj is None or t is bool or t is int or t is float:
+            return _tuple_new(PyValue, (None, obj, name))
+        if t is tuple:
+            for o in obj:
+                if type(o) is not int:
+                    break
+            else:
+                return _tuple_new(PyValue, (None, obj, name))  # stride=(1, 1): kept as is
+        return _tuple_new(PyValue, (_short_repr(obj), None, name))
+
+    def _flatten(self, obj, out, name=None):
+        """Append the values in ``obj`` to ``out``: tensors anywhere in lists, tuples and
+        dicts become entries of their own; other objects one entry each."""
+        if isinstance(obj, Tensor):
+            out.append(self._value(obj, name))
+        elif isinstance(obj, (list, tuple)) and obj and _has_tensor(obj):
+            for o in obj:
+                if len(out) >= _MAX_FLAT:
+                    out.append(_ELLIPSIS)
+                    return
+                self._flatten(o, out, name)
+        elif isinstance(obj, dict) and _has_tensor(obj.values()):
+            for k, v in obj.items():
+                if len(out) >= _MAX_FLAT:
+                    out.append(_ELLIPSIS)
+                    return
+                self._flatten(v, out, str(k))
+        else:
+            out.append(self._value(obj, name))
+
+    def _values_of(self, args, kwargs):
+        out = []
+        for a in args:
+            if isinstance(a, Tensor):
+                s = a.shape
+                if s and not self.values:
+                    out.append(_tuple_new(TensorInfo, (s, a.dtype, a.device, a.requires_grad,
+                                                       None, None, None)))
+                else:
+                    out.append(self._value(a))
+            elif a is None or type(a) in _ATOMIC:
+                out.append(_tuple_new(PyValue, (None, a, None)))
+            else:
+                self._flatten(a, out)
+        if kwargs:
+            for k, v in kwargs.items():
+                self._flatten(v, out, k)
+        return out
+
+    # -- records
+
+    def _record(self, kind, name, inputs, frame, module=None):
+        """Append a raw record. ``frame`` made the call: for an op, the caller of the
+        torch function; for a module, its ``nn.Module.__call__``.
+
+        The record's source is the innermost frame outside torch and outside this package.
+        If torch's own module code stands in between (``F.linear`` called by
+        ``nn.Linear.forward``, or a layer called by ``nn.Sequential.forward``) the record
+        is nested: its offset is stored negated (-1 - offset), an op is then ``internal``
+        (hidden by default), and neither gets a loop pass or an operator name.
+        """
+        records = self.records
+        if len(records) >= self.max_steps:
+            self.limit_hit = True
+            raise TraceLimitError(
+                f"trace stopped after max_steps={self.max_steps} steps: the forward pass is "
+                "longer than the guard allows (an endless loop?). Pass a larger max_steps "
+                "to trace further."
+            )
+        code = frame.f_code
+        if code is _HANDLE_TF_CODE:  # a Python-level torch function: skip its wrapper
+            frame = frame.f_back.f_back
+            code = frame.f_code
+        elif code is _CALL_IMPL_CODE:  # a module call: skip nn.Module.__call__
+            frame = frame.f_back
+            code = frame.f_code
+            if code is _WRAPPED_CALL_IMPL_CODE:
+                frame = frame.f_back
+                code = frame.f_code
+        stack = self.stack
+        top = stack[-1] if stack else None
+        lib = _lib_code.get(code)
+        if lib is None:
+            lib = _is_lib(code)
+        if not lib:
+            lasti = frame.f_lasti
+        elif top is not None and top[1]:
+            # Called by torch code inside a module written in torch: the reader's line is
+            # the one that called that module.
+            code = top[2]
+            lasti = top[3] if top[3] < 0 else -1 - top[3]
+        else:  # walk out to the reader's frame
+            nested = 0
+            f = frame
+            while f is not None:
+                code = f.f_code
+                if code is _CALL_IMPL_CODE:
+                    nested += 1
+                elif not _is_lib(code):
+                    break
+                f = f.f_back
+            if f is None:
+                f = frame
+                code = f.f_code
+            lasti = f.f_lasti if nested == 0 else -1 - f.f_lasti
+        parent = top[0] if top is not None else None
+        if module is None:
+            rec = [0, name, code, lasti, parent, None, None, inputs, None, None, False]
+        else:
+            key = id(module)
+            call = self.calls.get(key, 0) + 1
+            self.calls[key] = call
+            rec = [1, name, code, lasti, parent, self.paths.get(key, (None,))[0], call,
+                   inputs, None, None, False]
+        records.append(rec)
+        return rec
+
+    # -- torch ops
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if kwargs is None:
+            kwargs = {}
+        try:
+            name = _classified[func]
+        except KeyError:
+            name = _classified[func] = _classify(func)
+        except TypeError:  # unhashable callable
+            name = _classify(func)
+        if name is _IGNORE or not self.ops:
+            return func(*args, **kwargs)
+        if name is _PROPERTY:
+            result = func(*args, **kwargs)
+            if isinstance(result, Tensor) and self.stack:
+                attr = getattr(getattr(func, "__self__", None), "__name__", "attr")
+                if attr not in ("grad", "_base"):
+                    rec = self._record(0, "." + attr, self._values_of(args, None),
+                                       _getframe(1))
+                    rec[_OUTPUTS] = [self._value(result)]
+            return result
+        rec = self._record(0, name, self._values_of(args, kwargs), _getframe(1))
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:
+            rec[_ERROR] = _error_text(exc)
+            raise
+        if isinstance(result, Tensor):
+            s = result.shape
+            if s and not self.values:
+                rec[_OUTPUTS] = [_tuple_new(TensorInfo, (s, result.dtype, result.device,
+                                                         result.requires_grad, None, None,
+                                                         None))]
+            else:
+                rec[_OUTPUTS] = [self._value(result)]
+            if args and result is args[0]:
+                rec[_INPLACE] = True
+        else:
+            outs = []
+            self._flatten(result, outs)
+            rec[_OUTPUTS] = outs
+            if result is None and args:  # __setitem__ and friends change their first arg
+                rec[_INPLACE] = True
+        if kwargs and kwargs.get("inplace") is True:
+            rec[_INPLACE] = True
+        return result
+
+    # -- module calls
+
+    def wrap(self, module, forward, torch_defined):
+        """A stand-in for ``module.forward`` that records the call around the real one."""
+        recorder = self
+        name = type(module).__name__
+        stack = self.stack
+        records = self.records
+
+        def traced_forward(*args, **kwargs):
+            with _no_torch_function():
+                rec = recorder._record(1, name, recorder._values_of(args, kwargs),
+                                       _getframe(1), module)
+            stack.append((len(records) - 1, torch_defined, rec[_CODE], rec[_LASTI]))
+            try:
+                output = forward(*args, **kwargs)
+            except BaseException as exc:
+                rec[_ERROR] = _error_text(exc)
+                raise
+            finally:
+                stack.pop()
+            with _no_torch_function():
+                if isinstance(output, Tensor):
+                    rec[_OUTPUTS] = [recorder._value(output)]
+                    for a in args:
+                        if a is output:
+                            rec[_INPLACE] = True
+                else:
+                    outs = []
+                    recorder._flatten(output, outs)
+                    rec[_OUTPUTS] = outs
+            return output
+
+        return traced_forward
+
+
+_no_torch_function = torch._C.DisableTorchFunction
+_getframe = sys._getframe
+Tensor = torch.Tensor
+
+
+def _scalar(t):
+    if t.device.type == "meta":
+        return None
+    try:
+        return t.item()
+    except Exception:
+        return None
+
+
+def _has_tensor(items) -> bool:
+    for o in items:
+        if isinstance(o, (torch.Tensor, list, tuple, dict)):
+            return True
+    return False
+
+
+def _preview(t) -> list | None:
+    if t.device.type == "meta" or t.is_sparse:
+        return None
+    try:
+        return [round(float(v), 4) for v in t.detach().reshape(-1)[:8].tolist()]
+    except Exception:
+        return None
+
+
+def _error_text(exc) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 2000 else text[:1999] + "…"
+
+
+# ----------------------------------------------------------------------------- trace
+
+
+class Trace:
+    """The record of one forward pass. Plain data: print it, compare it, serialize it."""
+
+    def __init__(self, steps, output, error, truncated, modules, sources, model_name):
+        self.steps: list[Step] = steps
+        self.output = output
+        self.error: BaseException | None = error
+        self.truncated: bool = truncated
+        self.modules: dict[str, ModuleInfo] = modules
+        self.sources: dict = sources  # (filename, firstlineno) -> list of source lines
+        self.model_name: str = model_name
+
+    # -- selection
+
+    def view(self, which: str = "default") -> list[Step]:
+        """Steps of one view: ``"default"`` (leaf-layer internals hidden), ``"all"``, or
+        ``"modules"`` (module calls only)."""
+        if which == "all":
+            return list(self.steps)
+        if which == "default":
+            return [s for s in self.steps if not s.internal]
+        if which == "modules":
+            return [s for s in self.steps if s.kind == "module"]
+        raise ValueError(f"unknown view {which!r}: expected 'default', 'all' or 'modules'")
+
+    @property
+    def failed_step(self) -> Step | None:
+        """The innermost step that raised (the last step with an error), if any."""
+        for s in reversed(self.steps):
+            if s.error:
+                return s
+        return None
+
+    def source_of(self, step: Step) -> list[str]:
+        """The lines of the function that holds ``step``'s source line (may be empty)."""
+        return self.sources.get((step.filename, step.func_firstlineno), [])
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self):
+        return iter(self.steps)
+
+    def __getitem__(self, i):
+        return self.steps[i]
+
+    # -- output
+
+    def to_text(self, view: str = "default", **kw) -> str:
+        from . import render
+
+        return render.trace_text(self, view=view, **kw)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def __repr__(self) -> str:
+        state = "error" if self.error else ("truncated" if self.truncated else "ok")
+        return f"<Trace of {self.model_name}: {len(self.steps)} steps, {state}>"
+
+    def _repr_html_(self) -> str:
+        from . import render
+
+        return render.trace_html(self)
+
+    def summary(self):
+        from . import render
+
+        return render.Summary(self)
+
+    def show(self, **kw):
+        """Display a stepper widget for this trace (needs ipywidgets)."""
+        from . import widgets
+
+        return widgets.Stepper(self, **kw)
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model_name,
+            "error": None if self.error is None else _error_text(self.error),
+            "truncated": self.truncated,
+            "modules": {p: m.to_dict() for p, m in self.modules.items()},
+            "sources": [
+                {"filename": fn, "firstlineno": first, "lines": lines}
+                for (fn, first), lines in self.sources.items()
+            ],
+            "steps": [s.to_dict() for s in self.steps],
+        }
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+
+def _module_table(model: nn.Module) -> tuple[dict, dict, list]:
+    """Paths by id(module), a ModuleInfo per path (extra filled in later), and the
+    (path, module) pairs of ``named_modules()``."""
+    paths = {}
+    infos = {}
+    mods = list(model.named_modules())
+    for path, mod in mods:
+        forward = getattr(type(mod), "forward", None)
+        code = getattr(forward, "__code__", None)
+        paths[id(mod)] = (path, code is not None and _is_lib(code))
+    params = {}  # path -> {id(parameter): numel} for the whole subtree
+    for path, mod in reversed(mods):  # children come after their parent: go bottom-up
+        own = {id(p): p.numel() for p in mod._parameters.values() if p is not None}
+        subtree = dict(own)
+        children = []
+        for child in mod._modules.values():
+            cpath = paths.get(id(child), (None,))[0] if child is not None else None
+            if cpath is not None and cpath in params:
+                children.append(cpath)
+                subtree.update(params[cpath])
+        params[path] = subtree
+        infos[path] = ModuleInfo(path, type(mod).__name__, "", sum(subtree.values()),
+                                 sum(own.values()), children)
+    return paths, {p: infos[p] for p, _ in mods}, mods
+
+
+def _fill_module_details(mods, infos, called_paths):
+    for path, mod in mods:
+        if path in called_paths or not path:
+            try:
+                infos[path].extra = mod.extra_repr()
+            except Exception:
+                infos[path].extra = ""
+
+
+def _build_steps(records) -> tuple[list, dict]:
+    """Turn raw records into Steps: line numbers and text, operator names (``+``, ``/=``,
+    ``>``, ``bool``), loop passes, depths and inplace flags. Also returns the source of
+    every function a step points into, keyed by (filename, first line)."""
+    line_of: dict = {}  # (code, lasti) -> lineno
+    text_of: dict = {}  # (filename, lineno) -> source line
+    sources: dict = {}
+    state: dict = {}  # (parent, code) -> [last line, last offset, {line: passes}]
+    passes = []  # (step, state key, line, pass) for direct steps
+    steps = []
+    for index, r in enumerate(records):
+        code, lasti = r[_CODE], r[_LASTI]
+        direct = lasti >= 0
+        if not direct:
+            lasti = -1 - lasti
+        key = (code, lasti)
+        lineno = line_of.get(key)
+        if lineno is None:
+            lineno = line_of[key] = _line_at(code, lasti)
+        filename = code.co_filename
+        tkey = (filename, lineno)
+        text = text_of.get(tkey)
+        if text is None:
+            text = text_of[tkey] = linecache.getline(filename, lineno).strip()
+        fkey = (filename, code.co_firstlineno)
+        if fkey not in sources:
+            sources[fkey] = _function_block(filename, code.co_firstlineno)
+        parent = r[_PARENT]
+        if parent is None:
+            depth, ppath = 0, ""
+        else:
+            depth, ppath = steps[parent].depth + 1, steps[parent].path
+        is_op = r[_KIND] == 0
+        name = r[_NAME]
+        inplace = r[_INPLACE]
+        if direct and is_op:
+            label = _labels_for(code).get(lasti)
+            if label is not None:
+                name = label
+                if label in _INPLACE_OPERATORS:
+                    inplace = True
+        if is_op and not inplace and name.endswith("_") and not name.endswith("__"):
+            inplace = True
+        outputs = r[_OUTPUTS]
+        step = Step(
+            index, "op" if is_op else "module", name,
+            ppath if is_op else (r[_PATH] if r[_PATH] is not None else ppath),
+            depth, parent, r[_CALL], r[_INPUTS], outputs or [],
+            filename, lineno, text, code.co_name, code.co_firstlineno,
+            None, inplace, r[_ERROR], is_op and not direct, None if is_op else name,
+        )
+        steps.append(step)
+        if direct:
+            # A new pass over a line starts when the line is entered from another line,
+            # or when execution jumped back (a one-line loop body).
+            skey = (parent, code)
+            st = state.get(skey)
+            if st is None:
+                st = state[skey] = [lineno, lasti, {lineno: 1}]
+            elif st[0] != lineno or lasti <= st[1]:
+                st[2][lineno] = st[2].get(lineno, 0) + 1
+                st[0], st[1] = lineno, lasti
+            else:
+                st[1] = lasti
+            passes.append((step, skey, lineno, st[2][lineno]))
+    for step, skey, lineno, n in passes:
+        if state[skey][2][lineno] > 1:
+            step.iteration = n
+    return steps, sources
+
+
+def _line_at(code, lasti) -> int:
+    for start, end, line in code.co_lines():
+        if start <= lasti < end:
+            return line or code.co_firstlineno
+    return code.co_firstlineno
+
+
+def _function_block(filename, first) -> list[str]:
+    all_lines = linecache.getlines(filename)
+    if not all_lines or first < 1:
+        return []
+    import inspect
+
+    try:
+        block = inspect.getblock(all_lines[first - 1 :])
+    except Exception:
+        block = all_lines[first - 1 : first + 30]
+    block = block[:200]
+    return textwrap.dedent("".join(block)).splitlines()
+
+
+def _run(rec, model, mods, args, kwargs):
+    """Call the model once with ``rec`` recording; return (output, error)."""
+    # Module calls are recorded by a stand-in `forward` set on each module instance for
+    # the duration of the call (and removed in `finally`), not by forward hooks: any
+    # hook sends nn.Module.__call__ down its slow path, which costs more than the
+    # recording itself. The model's hook dicts are never touched.
+    patched = []
+    try:
+        for _, mod in mods:
+            had = "forward" in mod.__dict__
+            original = mod.__dict__.get("forward")
+            mod.__dict__["forward"] = rec.wrap(mod, mod.forward, rec.paths[id(mod)][1])
+            patched.append((mod, had, original))
+        with rec:
+            return model(*args, **kwargs), None
+    except Exception as exc:
+        return None, exc
+    finally:
+        for mod, had, original in patched:
+            if had:
+                mod.__dict__["forward"] = original
+            else:
+                mod.__dict__.pop("forward", None)
+
+
+def trace(model, *args, ops: bool = True, max_steps: int | None = DEFAULT_MAX_STEPS,
+          values: bool = False, raise_errors: bool = False, **kwargs) -> Trace:
+    """Run ``model(*args, **kwargs)`` once and record every step.
+
+    ops:          record torch functions and Tensor methods too (else module calls only).
+    max_steps:    stop the forward with an error once this many steps are recorded.
+    values:       also keep a preview (first 8 numbers) of every tensor.
+    raise_errors: re-raise an exception from the forward (with ``.trace`` attached)
+                  instead of recording it in ``Trace.error``.
+    """
+    if not isinstance(model, nn.Module):
+        kind = type(model).__name__
+        what = "is not callable" if not callable(model) else "is not an nn.Module"
+        raise TypeError(
+            f"trace() expects an nn.Module, but got a {kind} ({what}). "
+            "Wrap plain functions in a module, e.g. class M(nn.Module): def forward(self, x): ..."
+        )
+    if max_steps is None:
+        max_steps = sys.maxsize
+    if not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive int or None, got {max_steps!r}")
+
+    # The cyclic garbage collector is paused while recording (and restored after): the
+    # thousands of small records would otherwise trigger full collections that cost
+    # more than the recording itself. Reference counting still frees memory as usual.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        paths, infos, mods = _module_table(model)
+        rec = _Recorder(paths, ops, max_steps, values)
+        output, error = _run(rec, model, mods, args, kwargs)
+        steps, sources = _build_steps(rec.records)
+        called = {s.path for s in steps if s.kind == "module"}
+        _fill_module_details(mods, infos, called)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    name = type(model).__name__
+    t = Trace(steps, output, error, rec.limit_hit, infos, sources, name)
+    if error is not None and raise_errors:
+        try:
+            error.trace = t
+        except Exception:
+            pass
+        raise error
+    return t
