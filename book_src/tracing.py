@@ -17,6 +17,7 @@ This module imports neither ipywidgets nor matplotlib: it knows nothing of displ
 
 from __future__ import annotations
 
+import contextlib
 import dis
 import gc
 import json
@@ -24,9 +25,8 @@ import linecache
 import os
 import sys
 import textwrap
-from operator import itemgetter
 from dataclasses import dataclass
-from typing import Any
+from operator import itemgetter
 
 import torch
 from torch import nn
@@ -138,10 +138,7 @@ _ATOMIC = frozenset(_SCALARS)
 
 def _short_repr(obj, limit=40) -> str:
     try:
-        if isinstance(obj, nn.Module):
-            text = type(obj).__name__ + "(…)"
-        else:
-            text = repr(obj)
+        text = type(obj).__name__ + "(…)" if isinstance(obj, nn.Module) else repr(obj)
     except Exception as exc:  # a broken __repr__ must not break the reader's forward
         text = f"<{type(obj).__name__}: repr failed: {exc}>"
     if len(text) > limit:
@@ -239,6 +236,8 @@ class Step:
 def _fmt_shape(shape) -> str:
     if shape is None:
         return "·"
+    if len(shape) == 1:
+        return f"({shape[0]},)"
     return "(" + ", ".join(map(str, shape)) + ")"
 
 
@@ -266,6 +265,8 @@ _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _THIS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _CALL_IMPL_CODE = nn.Module._call_impl.__code__
 _WRAPPED_CALL_IMPL_CODE = nn.Module._wrapped_call_impl.__code__
+# With hooks registered, __call__ runs forward from a closure `inner` inside _call_impl.
+_INNER_CODES = tuple(c for c in _CALL_IMPL_CODE.co_consts if hasattr(c, "co_code"))
 _HANDLE_TF_CODE = torch.overrides.handle_torch_function.__code__
 
 _lib_code: dict = {}  # code object -> True if it belongs to torch or to this package
@@ -369,16 +370,8 @@ def _load_namespaces():
                 if obj not in rank or score > rank[obj]:
                     rank[obj] = score
                     table[obj] = (prefix, space)
-            except TypeError:  # unhashable
+            except TypeError:  # unhashable  # noqa: SIM105
                 pass
-    for attr in dir(torch.Tensor):
-        obj = getattr(torch.Tensor, attr, None)
-        if obj is None or isinstance(obj, type) or not callable(obj):
-            continue
-        try:
-            table.setdefault(obj, ("", None))
-        except TypeError:
-            pass
     _func_names.update(table)
     _namespaces_loaded = True
 
@@ -520,7 +513,10 @@ class _Recorder(TorchFunctionMode):
         if code is _HANDLE_TF_CODE:  # a Python-level torch function: skip its wrapper
             frame = frame.f_back.f_back
             code = frame.f_code
-        elif code is _CALL_IMPL_CODE:  # a module call: skip nn.Module.__call__
+        elif code is _CALL_IMPL_CODE or (module is not None and code in _INNER_CODES):
+            # a module call: skip nn.Module.__call__
+            if code is not _CALL_IMPL_CODE:
+                frame = frame.f_back
             frame = frame.f_back
             code = frame.f_code
             if code is _WRAPPED_CALL_IMPL_CODE:
@@ -663,7 +659,7 @@ def _scalar(t):
 
 
 def _has_tensor(items) -> bool:
-    for o in items:
+    for o in items:  # noqa: SIM110 -- a plain loop is faster than any() on the hot path
         if isinstance(o, (torch.Tensor, list, tuple, dict)):
             return True
     return False
@@ -705,8 +701,8 @@ class Trace:
         ``"modules"`` (module calls only)."""
         if which == "all":
             return list(self.steps)
-        if which == "default":
-            return [s for s in self.steps if not s.internal]
+        if which == "default":  # a failing internal op stays visible
+            return [s for s in self.steps if not s.internal or s.error]
         if which == "modules":
             return [s for s in self.steps if s.kind == "module"]
         raise ValueError(f"unknown view {which!r}: expected 'default', 'all' or 'modules'")
@@ -840,7 +836,7 @@ def _build_steps(records) -> tuple[list, dict]:
             text = text_of[tkey] = linecache.getline(filename, lineno).strip()
         fkey = (filename, code.co_firstlineno)
         if fkey not in sources:
-            sources[fkey] = _function_block(filename, code.co_firstlineno)
+            sources[fkey] = _function_block(filename, code.co_firstlineno, code.co_name)
         parent = r[_PARENT]
         if parent is None:
             depth, ppath = 0, ""
@@ -892,18 +888,21 @@ def _line_at(code, lasti) -> int:
     return code.co_firstlineno
 
 
-def _function_block(filename, first) -> list[str]:
+def _function_block(filename, first, name) -> list[str]:
+    """The source lines of the function starting at line ``first`` (a whole notebook
+    cell or script for module-level code), dedented."""
     all_lines = linecache.getlines(filename)
     if not all_lines or first < 1:
         return []
+    if name == "<module>":
+        return [line.rstrip("\n") for line in all_lines[:2000]]
     import inspect
 
     try:
         block = inspect.getblock(all_lines[first - 1 :])
     except Exception:
         block = all_lines[first - 1 : first + 30]
-    block = block[:200]
-    return textwrap.dedent("".join(block)).splitlines()
+    return textwrap.dedent("".join(block[:400])).splitlines()
 
 
 def _run(rec, model, mods, args, kwargs):
@@ -971,9 +970,7 @@ def trace(model, *args, ops: bool = True, max_steps: int | None = DEFAULT_MAX_ST
     name = type(model).__name__
     t = Trace(steps, output, error, rec.limit_hit, infos, sources, name)
     if error is not None and raise_errors:
-        try:
+        with contextlib.suppress(Exception):  # some exception types refuse attributes
             error.trace = t
-        except Exception:
-            pass
         raise error
     return t

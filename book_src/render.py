@@ -1,0 +1,506 @@
+"""Pure functions from a Trace (or one Step) to text and HTML.
+
+No I/O, no widgets. Everything that comes from the reader's model or code (module
+names, reprs, values, source lines, error messages) is HTML-escaped here, once: the
+widgets only arrange the strings this module returns.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+__all__ = [
+    "fmt_shape", "fmt_value", "step_label", "step_expr", "trace_text", "trace_html",
+    "Summary", "step_html", "STYLE", "module_label",
+]
+
+_BINARY = {
+    "+", "-", "*", "/", "//", "%", "**", "@", "&", "|", "^", "<<", ">>", "==", "!=", "<",
+    "<=", ">", ">=", "+=", "-=", "*=", "/=", "//=", "%=", "**=", "@=", "&=", "|=", "^=",
+}
+
+
+def _esc(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+# ------------------------------------------------------------------------ formatting
+
+
+def fmt_shape(shape) -> str:
+    """``(2, 20)``; ``()`` for a 0-d tensor; ``·`` for a non-tensor."""
+    if shape is None:
+        return "·"
+    if len(shape) == 1:
+        return f"({shape[0]},)"
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _num(v) -> str:
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float):
+        if v != v or v in (math.inf, -math.inf):
+            return str(v)
+        return f"{v:.4g}"
+    return str(v)
+
+
+def fmt_value(v) -> str:
+    """One recorded value: a tensor's shape, a 0-d tensor's value, a Python repr."""
+    if v.is_tensor:
+        if v.value is not None:
+            return f"tensor({_num(v.value)})"
+        return fmt_shape(v.shape)
+    if v.value is not None:
+        return _num(v.value)
+    return v.text
+
+
+def _fmt_values(values, limit=4) -> str:
+    parts = []
+    for v in values[:limit]:
+        text = fmt_value(v)
+        if v.name:
+            text = f"{v.name}={text}"
+        parts.append(text)
+    if len(values) > limit:
+        parts.append("…")
+    return ", ".join(parts)
+
+
+def module_label(info) -> str:
+    """``Linear(8 → 10)`` for a Linear, else ``Type`` or ``Type(extra)`` when short."""
+    extra = info.extra or ""
+    if info.type in ("Linear", "LazyLinear") and "in_features=" in extra:
+        fields = dict(p.split("=", 1) for p in extra.split(", ") if "=" in p)
+        return f"{info.type}({fields.get('in_features', '?')} → {fields.get('out_features', '?')})"
+    if info.type.startswith("Conv") and extra:
+        parts = extra.split(", ")
+        if len(parts) >= 2 and "=" not in parts[0] and "=" not in parts[1]:
+            return f"{info.type}({parts[0]} → {parts[1]})"
+    if extra and len(extra) <= 24:
+        return f"{info.type}({extra})"
+    return info.type
+
+
+def step_label(step) -> str:
+    """What the step is: ``F.relu``, ``/=``, or ``2 · Linear`` for a module call."""
+    if step.kind == "module":
+        where = step.path if step.path else "(root)"
+        call = f" (call {step.call})" if step.call and step.call > 1 else ""
+        return f"{where} · {step.name}{call}"
+    return step.name
+
+
+def step_expr(step) -> str:
+    """The step as a one-line expression with values: ``tensor(13.83) > 1 → True``."""
+    out = _fmt_values(step.outputs) if step.outputs else ("✗" if step.error else "None")
+    ins = step.inputs
+    if step.kind == "op" and step.name in _BINARY and len(ins) == 2:
+        return f"{fmt_value(ins[0])} {step.name} {fmt_value(ins[1])} → {out}"
+    if step.kind == "op" and step.name in ("[]", "[]=") and ins:
+        return f"{fmt_value(ins[0])}[{_fmt_values(ins[1:2])}] → {out}"
+    return f"{step.name}({_fmt_values(ins)}) → {out}"
+
+
+def _io(step) -> str:
+    ins = ", ".join(fmt_shape(s) for s in step.input_shapes if s is not None) or "·"
+    outs = ", ".join(fmt_shape(s) for s in step.output_shapes if s is not None) or "·"
+    return f"{ins} → {outs}"
+
+
+# --------------------------------------------------------------------- text / table
+
+
+def _rows(trace, view):
+    rows = []
+    steps = trace.view(view)
+    for s in steps:
+        depth = s.depth
+        label = ("  " * depth) + (step_label(s) if s.kind == "module" else s.name)
+        value = ""
+        if s.value is not None:
+            value = _num(s.value)
+        rows.append({
+            "step": s,
+            "index": str(s.index),
+            "label": label,
+            "io": _io(s),
+            "value": value,
+            "pass": str(s.iteration) if s.iteration else "",
+            "line": f"{s.lineno}: {s.line}" if s.line else str(s.lineno),
+        })
+    return rows
+
+
+def trace_text(trace, view: str = "default", max_rows: int | None = 400,
+               line_width: int = 48) -> str:
+    """A plain-text table of the steps of one view."""
+    rows = _rows(trace, view)
+    head = {"index": "#", "label": "step", "io": "in → out", "value": "value", "pass": "pass",
+            "line": "line"}
+    cols = ["index", "label", "io", "value", "pass", "line"]
+    shown = rows if max_rows is None else rows[:max_rows]
+    for r in shown:
+        if len(r["line"]) > line_width:
+            r["line"] = r["line"][: line_width - 1] + "…"
+        if r["step"].error:
+            r["label"] = r["label"] + "  ✗"
+    widths = {c: max([len(head[c])] + [len(r[c]) for r in shown]) for c in cols}
+    lines = [f"Trace of {trace.model_name}: {len(trace.steps)} steps"
+             + (f" ({len(rows)} shown in view '{view}')" if len(rows) != len(trace.steps) else "")]
+    lines.append("  ".join(head[c].ljust(widths[c]) for c in cols).rstrip())
+    lines.append("  ".join("-" * widths[c] for c in cols))
+    for r in shown:
+        lines.append("  ".join(r[c].ljust(widths[c]) for c in cols).rstrip())
+    if len(rows) > len(shown):
+        lines.append(f"… {len(rows) - len(shown)} more steps (trace_text(max_rows=None) shows all)")
+    failed = trace.failed_step
+    if failed is not None:
+        lines.append(f"✗ step {failed.index} ({failed.name}, line {failed.lineno}) failed: "
+                     f"{failed.error}")
+    elif trace.error is not None:
+        lines.append(f"✗ the forward pass raised {type(trace.error).__name__}: {trace.error}")
+    if trace.truncated:
+        lines.append("(truncated: the trace stopped at max_steps)")
+    return "\n".join(lines)
+
+
+STYLE = """<style>
+.lb-table {
+  border-collapse:collapse;
+  font:12px/1.35 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
+}
+.lb-table th,.lb-table td {
+  padding:2px 8px;text-align:left;border-bottom:1px solid #e3e3e3;
+  vertical-align:top;white-space:pre;
+}
+.lb-table th {
+  background:#f4f4f4;
+}
+.lb-table tr.lb-mod td.lb-name {
+  font-weight:600;
+}
+.lb-table tr.lb-err td {
+  background:#fde8e8;color:#8a1111;
+}
+.lb-step {
+  font:13px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;
+  border:1px solid #d0d7de;border-radius:6px;padding:8px 10px;min-height:260px;
+}
+.lb-step.lb-error {
+  border:2px solid #c62828;background:#fff7f7;
+}
+.lb-crumb {
+  font-weight:600;margin-bottom:4px;
+}
+.lb-crumb .lb-sep {
+  color:#888;padding:0 4px;
+}
+.lb-meta {
+  color:#444;margin-bottom:6px;
+}
+.lb-row {
+  display:flex;gap:14px;flex-wrap:wrap;align-items:flex-start;
+}
+.lb-src {
+  margin:0;padding:6px 8px;background:#f6f8fa;border-radius:4px;
+  font:12px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
+  white-space:pre;overflow-x:auto;max-width:560px;flex:1 1 360px;
+}
+.lb-src .lb-cur {
+  background:#fff3b0;font-weight:700;display:inline-block;min-width:100%;
+}
+.lb-error .lb-src .lb-cur {
+  background:#ffd6d6;
+}
+.lb-side {
+  flex:0 1 300px;min-width:220px;
+}
+.lb-expr {
+  font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
+  background:#eef6ff;border-radius:4px;padding:3px 6px;margin-bottom:6px;
+  word-break:break-word;
+}
+.lb-shapes {
+  display:flex;align-items:center;gap:6px;flex-wrap:wrap;margin-bottom:6px;
+}
+.lb-box {
+  display:inline-flex;flex-direction:column;align-items:center;
+  font:11px ui-monospace,monospace;
+}
+.lb-rect {
+  background:#9ec5fe;border:1px solid #3d6fb6;margin-bottom:2px;
+}
+.lb-box.lb-out .lb-rect {
+  background:#a3d9a5;border-color:#2e7d32;
+}
+.lb-arrow {
+  color:#666;
+}
+.lb-errmsg {
+  color:#8a1111;background:#fde8e8;border-left:4px solid #c62828;padding:4px 6px;
+  margin-top:6px;white-space:pre-wrap;font:12px ui-monospace,monospace;
+}
+.lb-tree {
+  margin:0;padding:0;list-style:none;font:12px/1.35 ui-monospace,monospace;
+}
+.lb-tree li {
+  white-space:nowrap;overflow:hidden;text-overflow:ellipsis;
+}
+.lb-tree li.lb-here {
+  font-weight:700;background:#fff3b0;
+}
+.lb-tree li.lb-anc {
+  font-weight:600;
+}
+.lb-h {
+  font-size:11px;text-transform:uppercase;letter-spacing:.04em;color:#666;
+  margin:4px 0 2px;
+}
+</style>"""
+
+
+def trace_html(trace, view: str = "default", max_rows: int | None = 2000,
+               with_style: bool = True) -> str:
+    """A static HTML table of the steps of one view (escaped)."""
+    rows = _rows(trace, view)
+    shown = rows if max_rows is None else rows[:max_rows]
+    out = [STYLE if with_style else "",
+           f'<table class="lb-table"><caption style="text-align:left">Trace of '
+           f"{_esc(trace.model_name)}: {len(trace.steps)} steps"
+           + (f", {len(rows)} in view “{_esc(view)}”" if len(rows) != len(trace.steps) else "")
+           + "</caption>",
+           "<thead><tr><th>#</th><th>step</th><th>in → out</th><th>value</th><th>pass</th>"
+           "<th>line</th></tr></thead><tbody>"]
+    for r in shown:
+        s = r["step"]
+        cls = ["lb-mod" if s.kind == "module" else "lb-op"]
+        if s.error:
+            cls.append("lb-err")
+        mark = " ✗" if s.error else ""
+        title = f' title="{_esc(s.error)}"' if s.error else ""
+        out.append(
+            f'<tr class="{" ".join(cls)}"{title}><td>{r["index"]}</td>'
+            f'<td class="lb-name">{_esc(r["label"])}{mark}</td><td>{_esc(r["io"])}</td>'
+            f'<td>{_esc(r["value"])}</td><td>{r["pass"]}</td><td>{_esc(r["line"])}</td></tr>'
+        )
+    out.append("</tbody></table>")
+    if len(rows) > len(shown):
+        out.append(f"<p>… {len(rows) - len(shown)} more steps not shown.</p>")
+    failed = trace.failed_step
+    if failed is not None:
+        out.append(f'<div class="lb-errmsg">✗ step {failed.index} ({_esc(failed.name)}, line '
+                   f"{failed.lineno}) failed: {_esc(failed.error)}</div>")
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- summary
+
+
+class Summary:
+    """Per module: calls, parameters, input → output shapes (of its first call)."""
+
+    def __init__(self, trace):
+        self.model_name = trace.model_name
+        calls: dict = {}
+        first: dict = {}
+        varies: set = set()
+        for s in trace.steps:
+            if s.kind != "module":
+                continue
+            calls[s.path] = calls.get(s.path, 0) + 1
+            io = _io(s)
+            if s.path not in first:
+                first[s.path] = io
+            elif first[s.path] != io:
+                varies.add(s.path)
+        self.rows = []
+        for path, info in trace.modules.items():
+            n = calls.get(path, 0)
+            io = first.get(path, "not called")
+            if path in varies:
+                io += " (first call; later calls differ)"
+            self.rows.append({
+                "path": path or "(root)", "type": info.type, "calls": n,
+                "params": info.params, "io": io,
+                "depth": path.count(".") + 1 if path else 0,
+            })
+        self.total_params = trace.modules[""].params if "" in trace.modules else 0
+
+    def to_text(self) -> str:
+        head = ["module", "type", "calls", "params", "in → out"]
+        body = [["  " * r["depth"] + r["path"], r["type"], str(r["calls"]), f"{r['params']:,}",
+                 r["io"]] for r in self.rows]
+        widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+        lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip(),
+                 "  ".join("-" * w for w in widths)]
+        for b in body:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)).rstrip())
+        lines.append(f"total parameters: {self.total_params:,}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def __repr__(self) -> str:
+        return self.to_text()
+
+    def _repr_html_(self) -> str:
+        out = [STYLE, f'<table class="lb-table"><caption style="text-align:left">Summary of '
+               f"{_esc(self.model_name)}: {self.total_params:,} parameters</caption><thead><tr>"
+               "<th>module</th><th>type</th><th>calls</th><th>params</th><th>in → out</th>"
+               "</tr></thead><tbody>"]
+        for r in self.rows:
+            out.append(f"<tr><td>{_esc('  ' * r['depth'] + r['path'])}</td><td>{_esc(r['type'])}"
+                       f"</td><td>{r['calls']}</td><td>{r['params']:,}</td>"
+                       f"<td>{_esc(r['io'])}</td></tr>")
+        out.append("</tbody></table>")
+        return "".join(out)
+
+
+# ------------------------------------------------------------------------ step views
+
+
+def _crumb(trace, step) -> str:
+    """``MySequential › 2 · Linear(8 → 10)`` (escaped HTML)."""
+    parts = []
+    root = trace.modules.get("")
+    parts.append(_esc(root.type if root else trace.model_name))
+    if step.path:
+        prefix = []
+        for piece in step.path.split("."):
+            prefix.append(piece)
+            info = trace.modules.get(".".join(prefix))
+            label = module_label(info) if info else ""
+            parts.append(f"{_esc(piece)} · {_esc(label)}" if label else _esc(piece))
+    if step.kind == "op":
+        parts.append(f"<code>{_esc(step.name)}</code>")
+    return '<span class="lb-sep">›</span>'.join(parts)
+
+
+def _source(trace, step, context: int = 5) -> str:
+    lines = trace.source_of(step)
+    if not lines:
+        return f'<pre class="lb-src"><span class="lb-cur">▶ {_esc(step.line)}</span></pre>'
+    cur = step.lineno - step.func_firstlineno
+    if not 0 <= cur < len(lines):
+        return f'<pre class="lb-src"><span class="lb-cur">▶ {_esc(step.line)}</span></pre>'
+    lo = max(0, cur - context)
+    hi = min(len(lines), cur + context + 1)
+    out = []
+    for i in range(lo, hi):
+        text = _esc(lines[i].rstrip())
+        num = f"{step.func_firstlineno + i:>3} "
+        if i == cur:
+            tag = ""
+            if step.iteration:
+                tag = f"   ← pass {step.iteration}"
+            out.append(f'<span class="lb-cur">▶{num}{text}{_esc(tag)}</span>')
+        else:
+            out.append(f" {num}{text}")
+    return '<pre class="lb-src">' + "\n".join(out) + "</pre>"
+
+
+def _box(v, cls) -> str:
+    """A rectangle whose sides grow with the tensor's last two dimensions."""
+    shape = v.shape
+    if len(shape) >= 2:
+        rows, cols = shape[-2], shape[-1]
+    elif len(shape) == 1:
+        rows, cols = 1, shape[0]
+    else:
+        rows, cols = 1, 1
+    w = max(6, min(90, round(6 * math.sqrt(max(cols, 1)))))
+    h = max(6, min(60, round(6 * math.sqrt(max(rows, 1)))))
+    lead = ""
+    if len(shape) > 2:
+        lead = "×".join(str(d) for d in shape[:-2]) + " × "
+    dtype = "" if v.dtype_name == "float32" else f" {v.dtype_name}"
+    value = f" = {_num(v.value)}" if v.value is not None else ""
+    label = f"{lead}{fmt_shape(shape)}{dtype}{value}"
+    return (f'<span class="lb-box {cls}"><span class="lb-rect" style="width:{w}px;height:{h}px">'
+            f"</span>{_esc(label)}</span>")
+
+
+def _shapes(step) -> str:
+    ins = [v for v in step.inputs if v.is_tensor][:3]
+    outs = [v for v in step.outputs if v.is_tensor][:3]
+    if not ins and not outs:
+        return ""
+    parts = [_box(v, "lb-in") for v in ins] or ['<span class="lb-box">·</span>']
+    parts.append('<span class="lb-arrow">→</span>')
+    if outs:
+        parts += [_box(v, "lb-out") for v in outs]
+    elif step.outputs:
+        parts.append(f'<span class="lb-box">{_esc(fmt_value(step.outputs[0]))}</span>')
+    else:
+        parts.append('<span class="lb-box">✗</span>' if step.error else
+                     '<span class="lb-box">None</span>')
+    return '<div class="lb-shapes">' + "".join(parts) + "</div>"
+
+
+def _tree(trace, step, max_nodes: int = 24) -> str:
+    here = step.path if step.kind == "module" else step.path
+    ancestors = set()
+    if here:
+        parts = here.split(".")
+        ancestors = {".".join(parts[:k]) for k in range(len(parts))}
+    ancestors.add("")
+    mods = trace.modules
+    if len(mods) <= max_nodes:
+        shown = list(mods)
+    else:
+        keep = set(ancestors) | {here}
+        for a in list(keep):
+            info = mods.get(a)
+            if info:
+                keep.update(info.children[:8])
+        shown = [p for p in mods if p in keep]
+    items = []
+    for p in shown:
+        info = mods[p]
+        depth = p.count(".") + 1 if p else 0
+        name = p.rsplit(".", 1)[-1] if p else "(root)"
+        cls = ""
+        mark = "  "
+        if p == here:
+            cls, mark = ' class="lb-here"', "▶ "
+        elif p in ancestors:
+            cls = ' class="lb-anc"'
+        items.append(f"<li{cls}>{mark}{'  ' * depth}{_esc(name)} · {_esc(module_label(info))}</li>")
+    hidden = len(mods) - len(shown)
+    if hidden:
+        items.append(f"<li>  … {hidden} more modules</li>")
+    return '<ul class="lb-tree">' + "".join(items) + "</ul>"
+
+
+def step_html(trace, step, position: str = "") -> str:
+    """The view of one step for the stepper: breadcrumb, the forward source around the
+    step with its line marked, input → output shapes as boxes, the value for scalars,
+    the module tree with the current module highlighted, the error if it failed."""
+    kind = "module call" if step.kind == "module" else (
+        "op inside a torch layer" if step.internal else "op")
+    meta = [f"step {step.index}" + (f" {position}" if position else ""), kind]
+    if step.kind == "module" and step.call:
+        meta.append(f"call {step.call}")
+    if step.iteration:
+        meta.append(f"loop pass {step.iteration}")
+    if step.inplace:
+        meta.append("in place")
+    where = f"{step.func_name} · line {step.lineno}"
+    meta.append(where)
+    err = ""
+    if step.error:
+        meta.append("FAILED")
+        err = f'<div class="lb-errmsg">✗ {_esc(step.error)}</div>'
+    cls = "lb-step lb-error" if step.error else "lb-step"
+    return (
+        f'<div class="{cls}"><div class="lb-crumb">{_crumb(trace, step)}</div>'
+        f'<div class="lb-meta">{_esc(" · ".join(meta))}</div>'
+        f'<div class="lb-row">{_source(trace, step)}<div class="lb-side">'
+        f'<div class="lb-expr">{_esc(step_expr(step))}</div>{_shapes(step)}'
+        f'<div class="lb-h">modules</div>{_tree(trace, step)}</div></div>{err}</div>'
+    )

@@ -1,0 +1,489 @@
+"""book_src.tracing, with PyTorch itself as the oracle."""
+
+import json
+import math
+
+import pytest
+import torch
+from example_models import FixedHiddenMLP, MySequential, chimera
+from torch import nn
+from torch.nn import functional as F
+
+from book_src import PyValue, TensorInfo, TraceLimitError, trace
+
+
+def direct(t):
+    """Steps the reader wrote (no ops inside torch's own layers)."""
+    return [s for s in t.steps if not s.internal]
+
+
+# ------------------------------------------------------------------ FixedHiddenMLP
+
+
+def test_fixed_hidden_mlp_records_every_step_in_order():
+    torch.manual_seed(0)
+    net = FixedHiddenMLP()
+    X = torch.rand(2, 20)
+    t = trace(net, X)
+    assert t.error is None
+    assert torch.equal(t.output, net(X))
+    steps = direct(t)
+    names = [s.name for s in steps]
+    assert names[:7] == ["FixedHiddenMLP", "Linear", "torch.mm", "+", "F.relu", "Linear", "abs"]
+
+    root, lin1, mm, add, relu, lin2 = steps[:6]
+    assert root.kind == "module" and root.path == "" and root.depth == 0 and root.parent is None
+    assert (lin1.kind, lin1.path, lin1.call, lin1.parent) == ("module", "linear", 1, 0)
+    assert (lin2.kind, lin2.path, lin2.call, lin2.parent) == ("module", "linear", 2, 0)
+    assert mm.input_shapes == [(2, 20), (20, 20)] and mm.output_shapes == [(2, 20)]
+    assert mm.line == "X = F.relu(torch.mm(X, self.rand_weight) + 1)"
+    assert add.input_shapes == [(2, 20), None] and add.inputs[1].value == 1
+    assert relu.output_shapes == [(2, 20)]
+    assert lin1.line == lin2.line == "X = self.linear(X)" and lin1.lineno != lin2.lineno
+
+    # The while loop, pass by pass: abs, sum, >, bool, /= (in place)
+    loop = steps[6:-1]
+    halvings = [s for s in loop if s.name == "/="]
+    conds = [s for s in loop if s.name == "bool"]
+    assert len(conds) == len(halvings) + 1
+    for i, s in enumerate(halvings, start=1):
+        assert s.iteration == i and s.inplace and s.line == "X /= 2"
+    for i, s in enumerate(conds, start=1):
+        assert s.iteration == i and s.line == "while X.abs().sum() > 1:"
+        assert s.value is (i <= len(halvings))
+    for k in range(len(halvings)):
+        chunk = [s.name for s in loop[5 * k: 5 * k + 5]]
+        assert chunk == ["abs", "sum", ">", "bool", "/="]
+    assert [s.name for s in loop[-4:]] == ["abs", "sum", ">", "bool"]
+    gt = [s for s in loop if s.name == ">"]
+    assert all(s.inputs[0].shape == () and s.inputs[0].value is not None for s in gt)
+    assert [s.value for s in gt] == [s.value for s in conds]
+    assert gt[-1].inputs[0].value <= 1 < gt[0].inputs[0].value
+
+    # Number of halvings, computed independently of the tracer
+    with torch.no_grad():
+        Y = net.linear(F.relu(torch.mm(net.linear(X), net.rand_weight) + 1))
+        n = 0
+        while Y.abs().sum() > 1:
+            Y /= 2
+            n += 1
+    assert len(halvings) == n > 0
+
+    last = steps[-1]
+    assert last.name == "sum" and last.output_shapes == [()]
+    assert last.value == pytest.approx(t.output.item())
+    assert root.output_shapes == [()]
+
+
+def test_leaf_layer_internals_are_recorded_but_hidden_by_default():
+    t = trace(FixedHiddenMLP(), torch.rand(2, 20))
+    internal = [s for s in t.steps if s.internal]
+    assert [s.name for s in internal] == ["F.linear", "F.linear"]
+    assert all(t.steps[s.parent].name == "Linear" for s in internal)
+    assert internal[0].input_shapes == [(2, 20), (20, 20), (20,)]
+    assert not any(s.internal for s in t.view("default"))
+    assert len(t.view("all")) == len(t.steps)
+    assert all(s.kind == "module" for s in t.view("modules"))
+    with pytest.raises(ValueError, match="unknown view"):
+        t.view("everything")
+
+
+def test_ops_false_records_module_calls_only():
+    t = trace(FixedHiddenMLP(), torch.rand(2, 20), ops=False)
+    assert [(s.name, s.call) for s in t.steps] == [
+        ("FixedHiddenMLP", 1), ("Linear", 1), ("Linear", 2)]
+
+
+# ---------------------------------------------------------------- MySequential etc.
+
+
+def test_my_sequential_steps_and_shapes():
+    net = MySequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 10), nn.Sigmoid())
+    t = trace(net, torch.randn(2, 4))
+    mods = t.view("modules")
+    assert [s.path for s in mods] == ["", "0", "1", "2", "3"]
+    assert [s.name for s in mods] == ["MySequential", "Linear", "ReLU", "Linear", "Sigmoid"]
+    shapes = [mods[1].input_shapes[0]] + [s.output_shapes[0] for s in mods[1:]]
+    assert shapes == [(2, 4), (2, 8), (2, 8), (2, 10), (2, 10)]
+    # the for loop in forward runs `X = block(X)` once per block
+    assert [s.iteration for s in mods[1:]] == [1, 2, 3, 4]
+    assert all(s.line == "X = block(X)" for s in mods[1:])
+    assert t.modules["0"].extra == "in_features=4, out_features=8, bias=True"
+    assert t.modules["2"].params == 8 * 10 + 10 and t.modules[""].params == 40 + 90
+
+
+def test_nested_blocks_paths_depths_parents():
+    net = chimera()
+    t = trace(net, torch.rand(2, 20))
+    assert t.error is None
+    mods = t.view("modules")
+    expected = ["", "0", "0.net", "0.net.0", "0.net.1", "0.net.2", "0.net.3", "0.linear", "1",
+                "2", "2.linear", "2.linear"]
+    assert [s.path for s in mods] == expected
+    by_index = {s.index: s for s in t.steps}
+    for s in t.steps:
+        if s.parent is None:
+            assert s is t.steps[0]
+            continue
+        parent = by_index[s.parent]
+        assert parent.kind == "module" and s.depth == parent.depth + 1
+        if s.kind == "module":
+            assert s.path.startswith(parent.path)
+        else:
+            assert s.path == parent.path
+    assert [s.depth for s in mods] == [0, 1, 2, 3, 3, 3, 3, 2, 1, 1, 2, 2]
+    # children of nn.Sequential report the line that called the Sequential
+    assert by_index[mods[3].index].line == "return self.linear(self.net(X))"
+    assert mods[3].iteration is None
+
+
+def test_module_used_twice_counts_calls():
+    shared = nn.Linear(3, 3)
+    net = nn.Sequential(shared, nn.ReLU(), shared)
+    t = trace(net, torch.randn(1, 3))
+    calls = [(s.path, s.call) for s in t.view("modules")]
+    assert calls == [("", 1), ("0", 1), ("1", 1), ("0", 2)]
+    assert t.modules[""].params == 12  # the shared layer's parameters count once
+
+
+# ------------------------------------------------------------------ oracle checks
+
+
+def _hook_shapes(model, *args):
+    """Output shapes of every module call, recorded by independent forward hooks."""
+    seen = []
+
+    def hook(mod, inp, out):
+        flat = []
+
+        def walk(o):
+            if isinstance(o, torch.Tensor):
+                flat.append(tuple(o.shape))
+            elif isinstance(o, (list, tuple)):
+                for x in o:
+                    walk(x)
+            elif isinstance(o, dict):
+                for x in o.values():
+                    walk(x)
+            else:
+                flat.append(None)
+        walk(out)
+        seen.append(flat)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(*args)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def _post_order_modules(t):
+    """Module steps ordered by when they finished (the order forward hooks fire)."""
+    finished = []
+
+    def visit(i):
+        for child in children.get(i, []):
+            visit(child)
+        finished.append(t.steps[i])
+
+    children = {}
+    for s in t.steps:
+        if s.kind == "module" and s.parent is not None:
+            children.setdefault(s.parent, []).append(s.index)
+    visit(0)
+    return finished
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: MySequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 10), nn.Sigmoid()), (2, 4)),
+    (chimera, (3, 20)),
+    (lambda: nn.LSTM(5, 7, num_layers=2, batch_first=True), (2, 4, 5)),
+])
+def test_recorded_output_shapes_match_independent_hooks(make, shape):
+    torch.manual_seed(0)
+    net = make().eval()
+    X = torch.randn(*shape)
+    expected = _hook_shapes(net, X)
+    t = trace(net, X)
+    got = [s.output_shapes for s in _post_order_modules(t)]
+    assert got == expected
+
+
+def test_output_identical_with_and_without_tracing():
+    torch.manual_seed(1)
+    net = chimera()
+    X = torch.rand(4, 20)
+    expected = net(X)
+    t = trace(net, X)
+    assert torch.equal(t.output, expected)
+    assert torch.equal(net(X), expected)
+
+
+# -------------------------------------------------------------- state restoration
+
+
+def _state(model):
+    return [
+        (name, m.training, dict(m._forward_hooks), dict(m._forward_pre_hooks),
+         dict(m._backward_hooks), dict(m._forward_hooks_with_kwargs),
+         dict(m._forward_pre_hooks_with_kwargs), dict(m._forward_hooks_always_called),
+         "forward" in m.__dict__)
+        for name, m in model.named_modules()
+    ]
+
+
+def _mode_stack():
+    from torch.overrides import _get_current_function_mode_stack
+
+    return list(_get_current_function_mode_stack())
+
+
+class Broken(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(28, 28), nn.ReLU())
+        self.head = nn.Linear(784, 10)
+
+    def forward(self, X):
+        X = self.body(X)
+        return self.head(X)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("context", ["plain", "no_grad", "inference_mode"])
+@pytest.mark.parametrize("model", ["ok", "broken"])
+def test_model_left_exactly_as_it_was(training, context, model):
+    net = chimera() if model == "ok" else Broken()
+    net.train(training)
+    user_hook = net[0].register_forward_hook(lambda m, i, o: None) if model == "ok" else None
+    X = torch.rand(2, 20) if model == "ok" else torch.randn(84, 28)
+    before = _state(net)
+    stack_before = _mode_stack()
+    ctx = {"plain": torch.enable_grad, "no_grad": torch.no_grad,
+           "inference_mode": torch.inference_mode}[context]
+    with ctx():
+        expected = net(X) if model == "ok" else None
+        t = trace(net, X)
+    assert _state(net) == before
+    assert _mode_stack() == stack_before
+    assert (t.error is None) == (model == "ok")
+    if model == "ok":
+        assert torch.equal(t.output, expected)
+        assert t.output.requires_grad == (context == "plain")
+        user_hook.remove()
+
+
+def test_failing_forward_keeps_trace_up_to_and_including_failing_op():
+    t = trace(Broken(), torch.randn(84, 28))
+    assert isinstance(t.error, RuntimeError)
+    failing = t.steps[-1]
+    assert failing.name == "F.linear" and failing.internal
+    assert failing.input_shapes == [(84, 28), (10, 784), (10,)]
+    assert "mat1 and mat2 shapes cannot be multiplied (84x28 and 784x10)" in failing.error
+    assert failing is t.failed_step
+    assert failing in t.view("default")  # a failing op is never hidden
+    head = t.steps[failing.parent]
+    assert head.path == "head" and head.error and head.outputs == []
+    assert t.steps[0].error  # the error travelled up through the root call
+    assert [s.path for s in t.view("modules")] == ["", "body", "body.0", "body.1", "head"]
+    assert t.steps[2].output_shapes == [(84, 28)]
+    assert head.line == "return self.head(X)"
+    assert "mat1 and mat2" in t.to_text()
+
+
+def test_raise_errors_reraises_with_trace_attached():
+    with pytest.raises(RuntimeError, match="cannot be multiplied") as info:
+        trace(Broken(), torch.randn(84, 28), raise_errors=True)
+    assert info.value.trace.failed_step.name == "F.linear"
+
+
+@pytest.mark.parametrize("thing,kind", [(lambda x: x, "function"), (42, "int"),
+                                        (nn.Linear, "type")])
+def test_not_a_module_is_a_type_error_naming_the_type(thing, kind):
+    with pytest.raises(TypeError, match=f"nn.Module, but got a {kind}"):
+        trace(thing, torch.randn(2, 2))
+
+
+def test_max_steps_guard_stops_an_endless_loop():
+    class Forever(nn.Module):
+        def forward(self, X):
+            while X.sum() > -1:  # never false for positive inputs
+                X = X + 1
+            return X
+
+    t = trace(Forever(), torch.ones(2), max_steps=50)
+    assert t.truncated and isinstance(t.error, TraceLimitError)
+    assert len(t.steps) == 50 and "max_steps=50" in str(t.error)
+    assert "truncated" in t.to_text()
+    with pytest.raises(ValueError, match="max_steps"):
+        trace(Forever(), torch.ones(2), max_steps=0)
+
+
+# -------------------------------------------------------------- many kinds of model
+
+
+class Multi(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, 4)
+        self.b = nn.Linear(3, 4)
+
+    def forward(self, x, pair, mapping, scale=1.0, mode="sum", flag=None):
+        y = self.a(x) * scale + self.b(pair[0]) + mapping["z"]
+        if mode == "sum":
+            return {"out": y, "parts": [pair[1], y.mean()]}
+        return y
+
+
+def test_several_args_kwargs_tuple_list_dict_inputs_and_outputs():
+    net = Multi()
+    x, p0, p1, z = torch.randn(2, 3), torch.randn(2, 3), torch.randn(5), torch.randn(2, 4)
+    t = trace(net, x, (p0, p1), {"z": z}, scale=2.0, mode="sum")
+    assert t.error is None
+    out = t.output
+    ref = net(x, (p0, p1), {"z": z}, scale=2.0, mode="sum")
+    assert torch.equal(out["out"], ref["out"]) and torch.equal(out["parts"][1], ref["parts"][1])
+    root = t.steps[0]
+    assert root.input_shapes == [(2, 3), (2, 3), (5,), (2, 4), None, None]
+    assert root.inputs[3].name == "z" and root.inputs[4].name == "scale"
+    assert root.inputs[4].value == 2.0 and root.inputs[5].text == "'sum'"
+    assert root.output_shapes == [(2, 4), (5,), ()]
+    assert root.outputs[0].name == "out"
+    # indexing a Python tuple or dict is not a torch op; `mode == "sum"` compares strings
+    assert [s.name for s in direct(t)] == ["Multi", "Linear", "*", "Linear", "+", "+", "mean"]
+    assert [s.path for s in t.view("modules")] == ["", "a", "b"]
+
+
+def test_parameter_free_model_and_scalar_output():
+    class Norm(nn.Module):
+        def forward(self, X):
+            return (X ** 2).sum().sqrt().item()
+
+    t = trace(Norm(), torch.tensor([3.0, 4.0]))
+    assert t.output == 5.0
+    assert [s.name for s in t.steps] == ["Norm", "**", "sum", "sqrt", "item"]
+    assert t.steps[-1].outputs[0].value == 5.0
+    assert t.modules[""].params == 0
+
+
+def test_inplace_setitem_factories_item_and_no_grad_inside_forward():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.act = nn.ReLU(inplace=True)
+
+        def forward(self, X):
+            mask = torch.zeros(4)
+            idx = torch.arange(4)
+            X = self.lin(X)
+            X[:, 0] = 0.0
+            X.mul_(2)
+            X = self.act(X)
+            with torch.no_grad():
+                scale = X.abs().max().item()
+            return X / (scale + 1) + mask[idx]
+
+    net = Odd()
+    X = torch.randn(3, 4)
+    t = trace(net, X)
+    assert t.error is None
+    assert torch.allclose(t.output, net(X))
+    names = [s.name for s in direct(t)]
+    for expected in ("torch.zeros", "torch.arange", "[]=", "mul_", "max", "item", "/", "+", "[]"):
+        assert expected in names, expected
+    by = {s.name: s for s in direct(t)}
+    assert by["[]="].inplace and by["mul_"].inplace
+    assert by["torch.zeros"].output_shapes == [(4,)] and by["torch.zeros"].input_shapes == [None]
+    relu = [s for s in t.steps if s.kind == "module" and s.name == "ReLU"][0]
+    assert relu.inplace
+    assert not by["/"].inplace
+
+
+def test_lstm_tuple_outputs():
+    net = nn.LSTM(5, 7, batch_first=True)
+    X = torch.randn(2, 4, 5)
+    t = trace(net, X)
+    assert t.error is None
+    assert t.steps[0].output_shapes == [(2, 4, 7), (1, 2, 7), (1, 2, 7)]
+    assert torch.equal(t.output[0], net(X)[0])
+
+
+def test_multihead_attention_and_transformer_encoder_layer():
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    X = torch.randn(2, 5, 8)
+    t = trace(mha, X, X, X)
+    assert t.error is None
+    assert t.steps[0].output_shapes == [(2, 5, 8), (2, 5, 5)]
+    assert torch.equal(t.output[0], mha(X, X, X)[0])
+
+    layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16,
+                                       batch_first=True).eval()
+    t = trace(layer, X)
+    assert t.error is None and t.output.shape == (2, 5, 8)
+    assert torch.equal(t.output, layer(X))
+    assert "self_attn" in [s.path for s in t.view("modules")]
+
+
+def test_values_option_keeps_a_preview():
+    t = trace(nn.ReLU(), torch.tensor([[-1.0, 2.0, -3.0]]), values=True)
+    assert t.steps[0].outputs[0].preview == [0.0, 2.0, 0.0]
+    assert trace(nn.ReLU(), torch.ones(2)).steps[0].outputs[0].preview is None
+
+
+# -------------------------------------------------------------------- output forms
+
+
+def test_text_html_dict_json_and_summary():
+    class Evil(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(2, 2)
+
+        def extra_repr(self):
+            return "<script>alert(1)</script><img src=x onerror=alert(2)>"
+
+        def forward(self, X):
+            return self.layer(X)
+
+    t = trace(Evil(), torch.randn(1, 2))
+    text = str(t)
+    assert "Evil" in text and "layer · Linear" in text
+    page = t._repr_html_()
+    assert "<script>alert" not in page and "<img src=x" not in page
+    d = t.to_dict()
+    assert d["steps"][1]["outputs"][0]["shape"] == [1, 2]
+    again = json.loads(t.to_json())
+    assert again == json.loads(json.dumps(d))
+    assert again["modules"][""]["extra"].startswith("<script>")  # data keeps the raw text
+    s = t.summary()
+    assert "layer" in str(s) and "total parameters: 6" in str(s)
+    assert "<script>alert" not in s._repr_html_()
+    assert repr(t).startswith("<Trace of Evil: 3 steps")
+
+
+def test_values_are_plain_metadata():
+    t = trace(nn.Linear(3, 2), torch.randn(4, 3, requires_grad=True))
+    v = t.steps[0].inputs[0]
+    assert isinstance(v, TensorInfo) and v.shape == (4, 3) and v.requires_grad
+    assert v.dtype == torch.float32 and v.dtype_name == "float32" and v.numel == 12
+    assert isinstance(PyValue("x"), PyValue) and PyValue(None, 3).text == "3"
+    assert not any(isinstance(x, torch.Tensor) for s in t.steps for x in s.inputs + s.outputs)
+
+
+def test_scalar_values_recorded_for_0d_results():
+    class Mean(nn.Module):
+        def forward(self, X):
+            m = X.mean()
+            return m * 2, bool(m > 0), math.floor(float(m))
+
+    t = trace(Mean(), torch.tensor([1.0, 3.0]))
+    by = {s.name: s for s in t.steps}
+    assert by["mean"].value == 2.0
+    assert by["*"].value == 4.0
+    assert by[">"].value is True and by["bool"].value is True
+    assert by["float"].value == 2.0
