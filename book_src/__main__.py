@@ -21,7 +21,7 @@ class UsageError(Exception):
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+    parts = [p.strip() for p in text.split(",")]
     try:
         shape = tuple(int(p) for p in parts)
     except ValueError:
@@ -60,7 +60,7 @@ def load_model(target: str):
         except Exception as exc:
             raise UsageError(f"{name}() raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(obj, nn.Module):
-        raise UsageError(f"{name} is a {type(obj).__name__}, not an nn.Module "
+        raise UsageError(f"{name} is of type {type(obj).__name__}, not an nn.Module "
                          "(or a function or class returning one)")
     return obj
 
