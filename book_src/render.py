@@ -12,7 +12,7 @@ import math
 
 __all__ = [
     "fmt_shape", "fmt_value", "step_label", "step_expr", "trace_text", "trace_html",
-    "Summary", "step_html", "STYLE", "module_label",
+    "Summary", "step_html", "STYLE", "module_label", "esc",
 ]
 
 _BINARY = {
@@ -21,7 +21,8 @@ _BINARY = {
 }
 
 
-def _esc(text) -> str:
+def esc(text) -> str:
+    """HTML-escape any text (quotes included)."""
     return html.escape(str(text), quote=True)
 
 
@@ -94,10 +95,22 @@ def step_label(step) -> str:
     return step.name
 
 
-def step_expr(step) -> str:
-    """The step as a one-line expression with values: ``tensor(13.83) > 1 → True``."""
+_COMPARE = {"==", "!=", "<", "<=", ">", ">="}
+
+
+def step_expr(step, trace=None) -> str:
+    """The step as a one-line expression with values: ``tensor(13.83) > 1 → tensor(True)``.
+
+    Given the trace, the truth test of a comparison just made on the same line (a
+    ``while`` or ``if`` condition) reads as the whole condition: ``tensor(13.83) > 1 → True``.
+    """
     out = _fmt_values(step.outputs) if step.outputs else ("✗" if step.error else "None")
     ins = step.inputs
+    if trace is not None and step.name == "bool" and step.index > 0 and len(ins) == 1:
+        prev = trace.steps[step.index - 1]
+        if (prev.name in _COMPARE and prev.lineno == step.lineno and len(prev.inputs) == 2
+                and prev.value == ins[0].value):
+            return f"{fmt_value(prev.inputs[0])} {prev.name} {fmt_value(prev.inputs[1])} → {out}"
     if step.kind == "op" and step.name in _BINARY and len(ins) == 2:
         return f"{fmt_value(ins[0])} {step.name} {fmt_value(ins[1])} → {out}"
     if step.kind == "op" and step.name in ("[]", "[]=") and ins:
@@ -270,8 +283,8 @@ def trace_html(trace, view: str = "default", max_rows: int | None = 2000,
     shown = rows if max_rows is None else rows[:max_rows]
     out = [STYLE if with_style else "",
            f'<table class="lb-table"><caption style="text-align:left">Trace of '
-           f"{_esc(trace.model_name)}: {len(trace.steps)} steps"
-           + (f", {len(rows)} in view “{_esc(view)}”" if len(rows) != len(trace.steps) else "")
+           f"{esc(trace.model_name)}: {len(trace.steps)} steps"
+           + (f", {len(rows)} in view “{esc(view)}”" if len(rows) != len(trace.steps) else "")
            + "</caption>",
            "<thead><tr><th>#</th><th>step</th><th>in → out</th><th>value</th><th>pass</th>"
            "<th>line</th></tr></thead><tbody>"]
@@ -281,19 +294,19 @@ def trace_html(trace, view: str = "default", max_rows: int | None = 2000,
         if s.error:
             cls.append("lb-err")
         mark = " ✗" if s.error else ""
-        title = f' title="{_esc(s.error)}"' if s.error else ""
+        title = f' title="{esc(s.error)}"' if s.error else ""
         out.append(
             f'<tr class="{" ".join(cls)}"{title}><td>{r["index"]}</td>'
-            f'<td class="lb-name">{_esc(r["label"])}{mark}</td><td>{_esc(r["io"])}</td>'
-            f'<td>{_esc(r["value"])}</td><td>{r["pass"]}</td><td>{_esc(r["line"])}</td></tr>'
+            f'<td class="lb-name">{esc(r["label"])}{mark}</td><td>{esc(r["io"])}</td>'
+            f'<td>{esc(r["value"])}</td><td>{r["pass"]}</td><td>{esc(r["line"])}</td></tr>'
         )
     out.append("</tbody></table>")
     if len(rows) > len(shown):
         out.append(f"<p>… {len(rows) - len(shown)} more steps not shown.</p>")
     failed = trace.failed_step
     if failed is not None:
-        out.append(f'<div class="lb-errmsg">✗ step {failed.index} ({_esc(failed.name)}, line '
-                   f"{failed.lineno}) failed: {_esc(failed.error)}</div>")
+        out.append(f'<div class="lb-errmsg">✗ step {failed.index} ({esc(failed.name)}, line '
+                   f"{failed.lineno}) failed: {esc(failed.error)}</div>")
     return "".join(out)
 
 
@@ -350,13 +363,13 @@ class Summary:
 
     def _repr_html_(self) -> str:
         out = [STYLE, f'<table class="lb-table"><caption style="text-align:left">Summary of '
-               f"{_esc(self.model_name)}: {self.total_params:,} parameters</caption><thead><tr>"
+               f"{esc(self.model_name)}: {self.total_params:,} parameters</caption><thead><tr>"
                "<th>module</th><th>type</th><th>calls</th><th>params</th><th>in → out</th>"
                "</tr></thead><tbody>"]
         for r in self.rows:
-            out.append(f"<tr><td>{_esc('  ' * r['depth'] + r['path'])}</td><td>{_esc(r['type'])}"
+            out.append(f"<tr><td>{esc('  ' * r['depth'] + r['path'])}</td><td>{esc(r['type'])}"
                        f"</td><td>{r['calls']}</td><td>{r['params']:,}</td>"
-                       f"<td>{_esc(r['io'])}</td></tr>")
+                       f"<td>{esc(r['io'])}</td></tr>")
         out.append("</tbody></table>")
         return "".join(out)
 
@@ -368,37 +381,38 @@ def _crumb(trace, step) -> str:
     """``MySequential › 2 · Linear(8 → 10)`` (escaped HTML)."""
     parts = []
     root = trace.modules.get("")
-    parts.append(_esc(root.type if root else trace.model_name))
+    parts.append(esc(root.type if root else trace.model_name))
     if step.path:
         prefix = []
         for piece in step.path.split("."):
             prefix.append(piece)
             info = trace.modules.get(".".join(prefix))
             label = module_label(info) if info else ""
-            parts.append(f"{_esc(piece)} · {_esc(label)}" if label else _esc(piece))
+            parts.append(f"{esc(piece)} · {esc(label)}" if label else esc(piece))
     if step.kind == "op":
-        parts.append(f"<code>{_esc(step.name)}</code>")
+        parts.append(f"<code>{esc(step.name)}</code>")
     return '<span class="lb-sep">›</span>'.join(parts)
 
 
-def _source(trace, step, context: int = 5) -> str:
+def _source(trace, step, context: int = 4, width: int = 88) -> str:
     lines = trace.source_of(step)
     if not lines:
-        return f'<pre class="lb-src"><span class="lb-cur">▶ {_esc(step.line)}</span></pre>'
+        return f'<pre class="lb-src"><span class="lb-cur">▶ {esc(step.line)}</span></pre>'
     cur = step.lineno - step.func_firstlineno
     if not 0 <= cur < len(lines):
-        return f'<pre class="lb-src"><span class="lb-cur">▶ {_esc(step.line)}</span></pre>'
+        return f'<pre class="lb-src"><span class="lb-cur">▶ {esc(step.line)}</span></pre>'
     lo = max(0, cur - context)
     hi = min(len(lines), cur + context + 1)
     out = []
     for i in range(lo, hi):
-        text = _esc(lines[i].rstrip())
+        line = lines[i].rstrip()
+        text = esc(line if len(line) <= width else line[: width - 1] + "…")
         num = f"{step.func_firstlineno + i:>3} "
         if i == cur:
             tag = ""
             if step.iteration:
                 tag = f"   ← pass {step.iteration}"
-            out.append(f'<span class="lb-cur">▶{num}{text}{_esc(tag)}</span>')
+            out.append(f'<span class="lb-cur">▶{num}{text}{esc(tag)}</span>')
         else:
             out.append(f" {num}{text}")
     return '<pre class="lb-src">' + "\n".join(out) + "</pre>"
@@ -422,7 +436,7 @@ def _box(v, cls) -> str:
     value = f" = {_num(v.value)}" if v.value is not None else ""
     label = f"{lead}{fmt_shape(shape)}{dtype}{value}"
     return (f'<span class="lb-box {cls}"><span class="lb-rect" style="width:{w}px;height:{h}px">'
-            f"</span>{_esc(label)}</span>")
+            f"</span>{esc(label)}</span>")
 
 
 def _shapes(step) -> str:
@@ -435,7 +449,7 @@ def _shapes(step) -> str:
     if outs:
         parts += [_box(v, "lb-out") for v in outs]
     elif step.outputs:
-        parts.append(f'<span class="lb-box">{_esc(fmt_value(step.outputs[0]))}</span>')
+        parts.append(f'<span class="lb-box">{esc(fmt_value(step.outputs[0]))}</span>')
     else:
         parts.append('<span class="lb-box">✗</span>' if step.error else
                      '<span class="lb-box">None</span>')
@@ -452,12 +466,13 @@ def _tree(trace, step, max_nodes: int = 24) -> str:
     mods = trace.modules
     if len(mods) <= max_nodes:
         shown = list(mods)
-    else:
+    else:  # the current module, its ancestors and a few siblings around it
         keep = set(ancestors) | {here}
-        for a in list(keep):
-            info = mods.get(a)
-            if info:
-                keep.update(info.children[:8])
+        for a in list(ancestors):
+            kids = mods[a].children if a in mods else []
+            at = next((i for i, k in enumerate(kids) if here == k or here.startswith(k + ".")),
+                      0)
+            keep.update(kids[max(0, at - 2): at + 3])
         shown = [p for p in mods if p in keep]
     items = []
     for p in shown:
@@ -470,7 +485,7 @@ def _tree(trace, step, max_nodes: int = 24) -> str:
             cls, mark = ' class="lb-here"', "▶ "
         elif p in ancestors:
             cls = ' class="lb-anc"'
-        items.append(f"<li{cls}>{mark}{'  ' * depth}{_esc(name)} · {_esc(module_label(info))}</li>")
+        items.append(f"<li{cls}>{mark}{'  ' * depth}{esc(name)} · {esc(module_label(info))}</li>")
     hidden = len(mods) - len(shown)
     if hidden:
         items.append(f"<li>  … {hidden} more modules</li>")
@@ -495,12 +510,12 @@ def step_html(trace, step, position: str = "") -> str:
     err = ""
     if step.error:
         meta.append("FAILED")
-        err = f'<div class="lb-errmsg">✗ {_esc(step.error)}</div>'
+        err = f'<div class="lb-errmsg">✗ {esc(step.error)}</div>'
     cls = "lb-step lb-error" if step.error else "lb-step"
     return (
         f'<div class="{cls}"><div class="lb-crumb">{_crumb(trace, step)}</div>'
-        f'<div class="lb-meta">{_esc(" · ".join(meta))}</div>'
+        f'<div class="lb-meta">{esc(" · ".join(meta))}</div>'
         f'<div class="lb-row">{_source(trace, step)}<div class="lb-side">'
-        f'<div class="lb-expr">{_esc(step_expr(step))}</div>{_shapes(step)}'
+        f'<div class="lb-expr">{esc(step_expr(step, trace))}</div>{_shapes(step)}'
         f'<div class="lb-h">modules</div>{_tree(trace, step)}</div></div>{err}</div>'
     )
