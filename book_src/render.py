@@ -250,6 +250,13 @@ STYLE = """<style>
 .lb-box.lb-out .lb-rect {
   background:#a3d9a5;border-color:#2e7d32;
 }
+.lb-preview {
+  color: #555;
+  font-size: 10px;
+  max-width: 140px;
+  white-space: normal;
+  text-align: center;
+}
 .lb-arrow {
   color:#666;
 }
@@ -435,8 +442,13 @@ def _box(v, cls) -> str:
     dtype = "" if v.dtype_name == "float32" else f" {v.dtype_name}"
     value = f" = {_num(v.value)}" if v.value is not None else ""
     label = f"{lead}{fmt_shape(shape)}{dtype}{value}"
+    preview = ""
+    if v.preview:  # trace(..., values=True): the first few numbers
+        more = ", …" if v.numel > len(v.preview) else ""
+        preview = ('<span class="lb-preview">[' + esc(", ".join(_num(x) for x in v.preview[:6]))
+                   + esc(more) + "]</span>")
     return (f'<span class="lb-box {cls}"><span class="lb-rect" style="width:{w}px;height:{h}px">'
-            f"</span>{esc(label)}</span>")
+            f"</span>{esc(label)}{preview}</span>")
 
 
 def _shapes(step) -> str:

@@ -1,0 +1,101 @@
+"""book_src.render: text and HTML from a Trace. Set REGEN_GOLDEN=1 to rewrite the saved
+expected outputs on purpose (then read the diff before committing it)."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from example_models import FixedHiddenMLP, MySequential
+from torch import nn
+
+from book_src import render, trace
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def check_golden(name, text):
+    path = GOLDEN / name
+    if os.environ.get("REGEN_GOLDEN") == "1":
+        path.write_text(text + "\n")
+    assert text + "\n" == path.read_text()
+
+
+def traced_my_sequential(**kw):
+    torch.manual_seed(0)
+    net = MySequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 10), nn.Sigmoid())
+    return trace(net, torch.randn(2, 4), **kw)
+
+
+def test_text_tables_match_saved_output():
+    t = traced_my_sequential()
+    # the root call's line is this file's; keep the golden file independent of it
+    t.steps[0].line, t.steps[0].lineno = "t = trace(net, X)", 1
+    check_golden("my_sequential.txt", t.to_text("all") + "\n\n" + str(t.summary()))
+    torch.manual_seed(0)
+    t = trace(FixedHiddenMLP(), torch.rand(2, 20))
+    t.steps[0].line, t.steps[0].lineno = "t = trace(net, X)", 1
+    check_golden("fixed_hidden_mlp.txt", t.to_text())
+
+
+def test_formatting_helpers():
+    assert render.fmt_shape((2, 20)) == "(2, 20)"
+    assert render.fmt_shape((20,)) == "(20,)"
+    assert render.fmt_shape(()) == "()" and render.fmt_shape(None) == "·"
+    t = traced_my_sequential()
+    info = t.modules["2"]
+    assert render.module_label(info) == "Linear(8 → 10)"
+    assert render.step_label(t.steps[0]) == "(root) · MySequential"
+    lin = t.view("modules")[3]
+    assert render.step_expr(lin) == "Linear((2, 8)) → (2, 10)"
+
+
+def test_step_view_marks_line_pass_breadcrumb_and_tree():
+    t = traced_my_sequential()
+    step = t.view("modules")[3]  # 2 · Linear, third pass of the loop
+    html = render.step_html(t, step, "(4 of 5)")
+    assert 'MySequential<span class="lb-sep">›</span>2 · Linear(8 → 10)' in html
+    assert '<span class="lb-cur">▶' in html and "X = block(X)" in html and "← pass 3" in html
+    assert "loop pass 3" in html and "step 5 (4 of 5)" in html
+    assert '<li class="lb-here">▶ ' in html and "2 · Linear(8 → 10)</li>" in html
+    assert "(2, 8)" in html and "(2, 10)" in html
+
+
+def test_values_preview_shows_what_relu_does():
+    t = traced_my_sequential(values=True)
+    relu = t.view("modules")[2]
+    assert relu.name == "ReLU"
+    outs = relu.outputs[0].preview
+    assert all(v >= 0 for v in outs) and any(v < 0 for v in relu.inputs[0].preview)
+    assert 'class="lb-preview"' in render.step_html(t, relu)
+
+
+@pytest.mark.parametrize("hostile", ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>",
+                                     "\"'><b>x</b>"])
+def test_everything_user_controlled_is_escaped(hostile):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.add_module(hostile, nn.Identity())
+
+        def extra_repr(self):
+            return hostile
+
+        def forward(self, X):
+            return self._modules[hostile](X) + 0
+
+    t = trace(M(), torch.randn(2, 2))
+    pages = [t._repr_html_(), t.summary()._repr_html_()]
+    pages += [render.step_html(t, s) for s in t.steps]
+    for page in pages:
+        assert hostile not in page
+        assert "<script>" not in page and "<img" not in page and "<b>x" not in page
+    assert render.esc(hostile) in pages[0]
+
+
+def test_error_is_shown_in_text_and_html():
+    t = trace(nn.Sequential(nn.Linear(784, 10)), torch.randn(84, 28))
+    assert "✗ step 2 (F.linear" in t.to_text()
+    assert 'class="lb-op lb-err"' in t._repr_html_()
+    html = render.step_html(t, t.failed_step)
+    assert "lb-error" in html and "FAILED" in html and "84x28 and 784x10" in html
