@@ -1,0 +1,560 @@
+"""Matplotlib figures of a model or a :class:`~book_src.tracing.Trace`.
+
+Every function returns a :class:`BookFigure` (a plain ``matplotlib.figure.Figure`` that
+also knows how to show itself in Jupyter), sized for the book's page width. Figures are
+made without pyplot, so nothing leaks into pyplot's list of open figures, and the book's
+style is applied inside each function with ``matplotlib.rc_context``: importing this
+module changes no global state.
+
+Why the subclass: IPython draws a ``Figure`` as an image only once matplotlib's inline
+backend has been activated (``%matplotlib inline`` or any pyplot call); before that, a
+bare ``Figure`` shows as ``<Figure size 700x400 with 1 Axes>``. ``BookFigure`` adds
+``_repr_png_``, so a figure returned by the last line of a cell renders inline in
+JupyterLab, Notebook 7 and myst-nb pages either way. In a script, call
+``fig.savefig("name.png")``.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import re
+import textwrap
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import FancyArrowPatch, Rectangle
+from matplotlib.ticker import MaxNLocator
+from torch import nn
+from torch.nn import functional as F
+
+from .tracing import ModuleInfo, Trace
+
+__all__ = ["BookFigure", "PALETTE", "module_tree", "shape_flow", "activations", "weights",
+           "loop_condition"]
+
+BOOK_WIDTH = 7.0  # inches; at 100 dpi a figure is 700 px wide, the book's text width
+
+#: The one small palette of every figure: Okabe-Ito hues (colour-blind safe) and one red.
+PALETTE = {
+    "blue": "#0072B2", "orange": "#E69F00", "green": "#009E73", "red": "#D62728",
+    "grey": "#6E6E6E", "light": "#E3EEF7", "error": "#FBE0E0", "focus": "#FFF0CC",
+}
+_STYLE = {
+    "figure.dpi": 100, "savefig.dpi": 100, "font.size": 9, "axes.titlesize": 10,
+    "axes.labelsize": 9, "figure.titlesize": 11, "xtick.labelsize": 8, "ytick.labelsize": 8,
+    "legend.fontsize": 8, "axes.spines.top": False, "axes.spines.right": False,
+    "axes.grid": True, "grid.alpha": 0.3, "hatch.linewidth": 1.0,
+    "axes.prop_cycle": matplotlib.cycler(color=[PALETTE[c] for c in
+                                                ("blue", "orange", "green", "red")]),
+}
+
+
+class BookFigure(Figure):
+    """A ``Figure`` that renders itself as PNG in Jupyter, with or without pyplot."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png")
+        return buf.getvalue()
+
+
+def _styled(func):
+    """Run ``func`` with the book's rcParams, restoring the caller's afterwards."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(_STYLE):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _canvas(width: float, height: float) -> tuple[Figure, object]:
+    """A figure with one invisible axes whose data units are inches, y pointing down."""
+    fig = BookFigure(figsize=(width, height))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.set_axis_off()
+    return fig, ax
+
+
+def _fmt_shape(shape) -> str:
+    return "(" + ", ".join(map(str, shape)) + ")"
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: max(n - 1, 1)] + "…"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+# ----------------------------------------------------------------------- module tree
+
+
+def _module_infos(model: nn.Module) -> dict[str, ModuleInfo]:
+    """``Trace.modules`` for a model that was not traced: path -> ModuleInfo."""
+    infos = {}
+    for path, mod in model.named_modules():
+        try:
+            extra = mod.extra_repr()
+        except Exception:
+            extra = ""
+        own = sum(p.numel() for p in mod._parameters.values() if p is not None)
+        total = sum(p.numel() for p in mod.parameters())
+        infos[path] = ModuleInfo(path, type(mod).__name__, extra, total, own, [])
+        if path:
+            infos[path.rpartition(".")[0]].children.append(path)
+    return infos
+
+
+def _class_label(kind: str, extra: str) -> str:
+    """``Linear(20→256)``, ``Conv2d(3→16)``, ``Dropout(p=0.5)`` or just ``ReLU``."""
+    kv = dict(re.findall(r"(\w+)=([^,]+)", extra or ""))
+    for a, b in (("in_features", "out_features"), ("in_channels", "out_channels"),
+                 ("num_embeddings", "embedding_dim")):
+        if a in kv and b in kv:
+            return f"{kind}({kv[a]}→{kv[b]})"
+    return f"{kind}({extra})" if extra and len(extra) <= 24 else kind
+
+
+@_styled
+def module_tree(model_or_trace, *, highlight: str | None = None, max_depth: int = 4,
+                max_nodes: int = 24) -> Figure:
+    """Draw the module hierarchy as a tree, root at the top left, one boxed row per module.
+
+    Each box reads ``name · Class(in→out) · N params`` (parameters counted recursively,
+    shared ones once). ``model_or_trace`` is an ``nn.Module`` or a :class:`Trace` (its
+    ``modules``). ``highlight`` is a module path (``"net.0"``) drawn bold with a thick
+    orange frame; its ancestors are never collapsed. Modules deeper than ``max_depth``
+    and rows beyond ``max_nodes`` are folded into dashed ``… N more modules`` boxes.
+    """
+    if isinstance(model_or_trace, Trace):
+        infos = model_or_trace.modules
+    elif isinstance(model_or_trace, nn.Module):
+        infos = _module_infos(model_or_trace)
+    else:
+        raise TypeError(f"module_tree expects an nn.Module or a Trace, not "
+                        f"{type(model_or_trace).__name__}")
+    if max_depth < 0 or max_nodes < 2:
+        raise ValueError("need max_depth >= 0 and max_nodes >= 2")
+    if highlight is not None and highlight not in infos:
+        raise ValueError(f"no module at path {highlight!r}; paths are {sorted(infos)}")
+
+    def size(path):
+        return 1 + sum(size(c) for c in infos[path].children)
+
+    def on_focus(path):
+        return highlight is not None and (highlight == path or
+                                          highlight.startswith(path + ".") or not path)
+
+    rows = []  # (depth, text, style, parent row)
+    counted = [0]  # modules drawn or counted in a "… N more" box
+
+    def more(n, depth, parent):
+        rows.append((depth, f"… {_plural(n, 'more module')}", "more", parent))
+        counted[0] += n
+
+    def emit(path, depth, parent):
+        if len(rows) >= max_nodes - 1:
+            return
+        info = infos[path]
+        name = path.rpartition(".")[2]
+        cls = _class_label(info.type, info.extra)
+        text = " · ".join([name, cls] if path else [cls])
+        style = "focus" if path == highlight else "node"
+        rows.append((depth, f"{text} · {_plural(info.params, 'param')}", style, parent))
+        counted[0] += 1
+        me = len(rows) - 1
+        kids = info.children
+        shown = kids if depth < max_depth else [k for k in kids if on_focus(k)]
+        for k in shown:
+            emit(k, depth + 1, me)
+        hidden = sum(size(k) for k in kids if k not in shown)
+        if hidden and len(rows) < max_nodes - 1:
+            more(hidden, depth + 1, me)
+
+    emit("", 0, None)
+    if counted[0] < len(infos):
+        more(len(infos) - counted[0], 1, 0)
+
+    row_h, indent, top = 0.34, 0.32, 0.5
+    fig, ax = _canvas(BOOK_WIDTH, top + row_h * len(rows) + 0.15)
+    root = infos[""]
+    fig.suptitle(f"Module tree of {root.type}: {_plural(len(infos), 'module')}, "
+                 f"{_plural(root.params, 'parameter')}", y=1 - 0.12 / fig.get_figheight(),
+                 va="top")
+    boxes = {
+        "node": dict(fc=PALETTE["light"], ec=PALETTE["blue"], lw=0.8),
+        "focus": dict(fc=PALETTE["focus"], ec=PALETTE["orange"], lw=2.2),
+        "more": dict(fc="white", ec=PALETTE["grey"], lw=0.8, ls="--"),
+    }
+    for i, (depth, text, style, parent) in enumerate(rows):
+        x, y = 0.2 + depth * indent, top + row_h * (i + 0.5)
+        if parent is not None:
+            px, py = 0.2 + rows[parent][0] * indent + 0.1, top + row_h * (parent + 0.5)
+            ax.plot([px, px, x], [py + 0.12, y, y], color=PALETTE["grey"], lw=0.8, zorder=0)
+        max_chars = int((BOOK_WIDTH - x - 0.2) / 0.068)
+        ax.text(x, y, _clip(text, max_chars), va="center", ha="left", gid=f"tree:{style}",
+                color=PALETTE["grey"] if style == "more" else "black",
+                fontweight="bold" if style == "focus" else "normal",
+                fontstyle="italic" if style == "more" else "normal",
+                bbox=dict(boxstyle="round,pad=0.3", **boxes[style]))
+    return fig
+
+
+# ------------------------------------------------------------------------ shape flow
+
+_SCALES = {
+    "sqrt": (lambda d: math.sqrt(max(d, 1)), "√rows", "√cols"),
+    "log": (lambda d: 1 + math.log2(max(d, 1)), "1+log₂ rows", "1+log₂ cols"),
+}
+
+
+def _flow_item(step) -> dict:
+    """What one step's box shows: its first tensor output (or why there is none)."""
+    out = next((v for v in step.outputs if v.is_tensor), None)
+    if step.kind == "module":
+        top = (step.module_type, step.path.rpartition(".")[2] or "(root)")
+    else:
+        top = (step.name, f"pass {step.iteration}" if step.iteration else "")
+    if step.error:
+        shape = out.shape if out else next((v.shape for v in step.inputs if v.is_tensor), ())
+        return dict(top=top, shape=shape, label="✗ error", kind="error", step=step)
+    if out is not None:
+        label = _fmt_shape(out.shape)
+        if out.value is not None:
+            label += f"\n= {out.value:.4g}" if isinstance(out.value, float) else \
+                f"\n= {out.value}"
+        return dict(top=top, shape=out.shape, label=label, kind="tensor", step=step)
+    text = step.outputs[0].text if step.outputs else "None"
+    return dict(top=top, shape=(), label=_clip(text, 12), kind="value", step=step)
+
+
+@_styled
+def shape_flow(trace: Trace, view: str = "modules", *, max_steps: int = 32,
+               scale: str = "sqrt") -> Figure:
+    """Draw the tensors flowing left to right through the steps of ``trace.view(view)``.
+
+    The first box is the input; then each step that has no children in the view (a leaf
+    layer or an op) gets a box for its output tensor: height ∝ rows, width ∝ columns of
+    the shape's last two dims, on a ``"sqrt"`` or ``"log"`` scale (said in the legend),
+    labelled with the step's name above and the shape, e.g. ``(2, 8)``, below. Module
+    calls that contain other steps are brackets under the boxes they span. A failing
+    step is red *and* hatched and labelled ``✗ error``. Rows wrap at the page width;
+    steps beyond ``max_steps`` are counted in a ``… N more steps`` note.
+    """
+    if scale not in _SCALES:
+        raise ValueError(f"scale must be one of {sorted(_SCALES)}, not {scale!r}")
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be at least 1, got {max_steps!r}")
+    steps = trace.view(view)
+    if not steps:
+        raise ValueError("the trace has no steps to draw")
+    by_index = {s.index: s for s in trace.steps}
+    parents = {s.parent for s in steps if s.parent is not None}
+    leaves = [s for s in steps if s.index not in parents]
+    items = []
+    first = next((v for v in steps[0].inputs if v.is_tensor), None)
+    if first is not None:
+        items.append(dict(top=("input", ""), shape=first.shape, label=_fmt_shape(first.shape),
+                          kind="input", step=None))
+    items += [_flow_item(s) for s in leaves[:max_steps]]
+    more = len(leaves) - min(len(leaves), max_steps)
+
+    spans = {}  # container step index -> [first item, last item]
+    for pos, item in enumerate(items):
+        s = item["step"]
+        while s is not None and s.parent is not None:
+            s = by_index[s.parent]
+            lo_hi = spans.setdefault(s.index, [pos, pos])
+            lo_hi[1] = pos
+    depths = [by_index[i].depth for i in spans] or [0]
+    levels = max(depths) - min(depths) + 1 if spans else 0
+
+    f, rows_word, cols_word = _SCALES[scale]
+    dims = [(1, 1) if not it["shape"] else ((1,) + tuple(it["shape"]))[-2:] for it in items]
+    k = min(0.62 / max(f(c) for _, c in dims), 0.7 / max(f(r) for r, _ in dims))
+    slot, box_h, bracket_h = 0.85, 0.7, 0.3
+    per_row = int((BOOK_WIDTH - 0.2) // slot)
+    n_rows = math.ceil(len(items) / per_row)
+    row_h = 0.42 + box_h + 0.38 + levels * bracket_h + 0.12
+    head = 0.5 + (0.3 if trace.error else 0)
+    fig, ax = _canvas(BOOK_WIDTH, head + n_rows * row_h + 0.45)
+    left = (BOOK_WIDTH - min(len(items), per_row) * slot) / 2
+
+    def slot_x(pos):
+        return left + (pos % per_row + 0.5) * slot, head + (pos // per_row) * row_h
+
+    grey = PALETTE["grey"]
+    prev_right = None
+    for pos, (item, (r, c)) in enumerate(zip(items, dims, strict=True)):
+        xc, y0 = slot_x(pos)
+        w, h = max(k * f(c), 0.05), max(k * f(r), 0.05)
+        yc = y0 + 0.42 + box_h / 2
+        err, value = item["kind"] == "error", item["kind"] == "value"
+        ax.add_patch(Rectangle(
+            (xc - w / 2, yc - h / 2), w, h, gid=f"box:{pos}", lw=2 if err else 1,
+            fc=PALETTE["error"] if err else ("white" if value else PALETTE["light"]),
+            ec=PALETTE["red"] if err else (grey if value else PALETTE["blue"]),
+            hatch="///" if err else None, ls="--" if value else "-"))
+        name, sub = item["top"]
+        ax.text(xc, y0 + 0.22, _clip(name, 13), ha="center", va="bottom", fontsize=8.5,
+                fontweight="bold", gid=f"name:{pos}")
+        ax.text(xc, y0 + 0.24, _clip(sub, 14), ha="center", va="top", fontsize=7.5, color=grey)
+        ax.text(xc, y0 + 0.42 + box_h + 0.06, item["label"], ha="center", va="top",
+                fontsize=8, gid=f"shape:{pos}", color=PALETTE["red"] if err else "black",
+                fontweight="bold" if err else "normal")
+        if prev_right is not None and pos % per_row:
+            ax.add_patch(FancyArrowPatch((prev_right, yc), (xc - w / 2, yc), gid="arrow",
+                                         arrowstyle="-|>", mutation_scale=8, color=grey,
+                                         lw=0.8, shrinkA=2, shrinkB=2))
+        prev_right = xc + w / 2
+
+    top_depth = min(depths)
+    for index, (lo, hi) in spans.items():
+        s = by_index[index]
+        level = levels - 1 - (s.depth - top_depth)  # deepest bracket nearest the boxes
+        mark = " ✗" if s.error else ""
+        texts = (f"{s.path or '(root)'} · {s.module_type}{mark}", f"{s.path or '(root)'}{mark}")
+        for start in range(lo, hi + 1):
+            if start != lo and start % per_row:
+                continue
+            end = min(hi, (start // per_row + 1) * per_row - 1)
+            x0, y0 = slot_x(start)
+            x1 = slot_x(end)[0]
+            y = y0 + 0.42 + box_h + 0.42 + level * bracket_h
+            x0, x1 = x0 - slot / 2 + 0.06, x1 + slot / 2 - 0.06
+            color = PALETTE["red"] if s.error else grey
+            ax.plot([x0, x0, x1, x1], [y - 0.07, y, y, y - 0.07], color=color, lw=1.2,
+                    ls="--" if s.error else "-", gid=f"bracket:{index}")
+            fits = int((x1 - x0) / 0.06)  # characters that fit under the bracket
+            text = next((t for t in texts if len(t) <= fits), texts[-1])
+            ax.text((x0 + x1) / 2, y + 0.03, _clip(text, fits),
+                    ha="center", va="top", fontsize=7.5, color=color)
+    if more:
+        ax.text(BOOK_WIDTH - 0.15, head + n_rows * row_h, f"… {_plural(more, 'more step')}",
+                ha="right", va="top", color=grey, gid="more")
+
+    fig.suptitle(f"Tensor shapes through {trace.model_name} ({view} view)",
+                 y=1 - 0.1 / fig.get_figheight(), va="top")
+    failed = trace.failed_step
+    if failed is not None:
+        msg = _clip(f"✗ step {failed.index} ({failed.name}) failed: {failed.error}", 190)
+        ax.text(BOOK_WIDTH / 2, 0.42, "\n".join(textwrap.wrap(msg, 110)), ha="center",
+                va="top", color=PALETTE["red"], fontsize=8)
+    handles = [
+        Rectangle((0, 0), 1, 1, fc=PALETTE["light"], ec=PALETTE["blue"],
+                  label=f"output tensor: height ∝ {rows_word}, width ∝ {cols_word} "
+                        "(last two dims)"),
+        Line2D([], [], color=grey, lw=1.2, label="module call (bracket)"),
+    ]
+    if any(it["kind"] == "error" for it in items):
+        handles.append(Rectangle((0, 0), 1, 1, fc=PALETTE["error"], ec=PALETTE["red"],
+                                 hatch="///", label="failing step"))
+    ax.legend(handles=handles, loc="lower center", ncols=len(handles), frameon=False,
+              handlelength=1.6, fontsize=7.5)
+    return fig
+
+
+# ----------------------------------------------------------------------- activations
+
+_DISPLAY = {"relu": "ReLU", "sigmoid": "Sigmoid", "tanh": "tanh", "gelu": "GELU",
+            "leaky_relu": "LeakyReLU", "elu": "ELU", "silu": "SiLU", "softplus": "Softplus",
+            "relu6": "ReLU6", "hardtanh": "Hardtanh", "mish": "Mish", "selu": "SELU"}
+
+
+def _activation(name):
+    if callable(name):
+        return getattr(name, "__name__", type(name).__name__), name
+    fn = getattr(F, name, None) or getattr(torch, name, None)
+    if not callable(fn):
+        raise ValueError(f"unknown activation {name!r}; try one of {sorted(_DISPLAY)}")
+    return _DISPLAY.get(name, name), fn
+
+
+@_styled
+def activations(names=("relu", "sigmoid", "tanh"), x_range=(-5, 5), *,
+                overlay: bool = False, num: int = 401) -> Figure:
+    """Plot activation functions, computed with torch on ``num`` points of ``x_range``.
+
+    ``names`` are names in ``torch.nn.functional`` or ``torch`` (``"relu"``, ``"gelu"``,
+    ``"leaky_relu"`` ...) or callables (``nn.LeakyReLU(0.2)``). One subplot each (three
+    per row), or all on one axes with ``overlay=True``. Each line's ``gid`` is its name.
+    """
+    if isinstance(names, str) or callable(names):
+        names = (names,)
+    funcs = [_activation(n) for n in names]
+    x = torch.linspace(x_range[0], x_range[1], num)
+    n_axes = 1 if overlay else len(funcs)
+    cols = 2 if n_axes == 4 else min(n_axes, 3)
+    n_rows = math.ceil(n_axes / cols)
+    fig = BookFigure(figsize=(BOOK_WIDTH, 0.6 + 2.3 * n_rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(n_rows, cols, squeeze=False).ravel())
+    for i, (label, fn) in enumerate(funcs):
+        ax = axes[0 if overlay else i]
+        with torch.no_grad():
+            y = fn(x)
+        ax.plot(x.numpy(), y.numpy(), lw=2, label=label, gid=label,
+                color=None if overlay else PALETTE["blue"])
+        if not overlay:
+            ax.set_title(f"{label}(x)")
+    for ax in axes[:n_axes]:
+        ax.axhline(0, color=PALETTE["grey"], lw=0.6)
+        ax.axvline(0, color=PALETTE["grey"], lw=0.6)
+        ax.set_xlabel("input x")
+        ax.set_ylabel("output f(x)")
+    for ax in axes[n_axes:]:
+        ax.set_visible(False)
+    if overlay:
+        axes[0].legend()
+        axes[0].set_title(", ".join(label for label, _ in funcs))
+    fig.suptitle("Activation functions")
+    return fig
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def _as_matrix(obj, i: int) -> tuple[np.ndarray, str, tuple]:
+    """A 2-D numpy view of a weight tensor (or a module's ``.weight``), a default label
+    and the original shape."""
+    label = f"tensor {i}"
+    if isinstance(obj, nn.Module):
+        label = f"{type(obj).__name__} weight"
+        obj = getattr(obj, "weight", None)
+        if not isinstance(obj, torch.Tensor):
+            raise ValueError(f"{label}: module has no weight tensor")
+    w = torch.as_tensor(obj).detach().cpu().float()
+    if w.dim() == 0:
+        raise ValueError(f"{label}: a 0-d tensor is not a weight matrix")
+    shape = tuple(w.shape)
+    m = w.reshape(1, -1) if w.dim() == 1 else w.reshape(w.shape[0], -1)
+    return m.numpy(), label, shape
+
+
+@_styled
+def weights(tensors_or_modules, labels=None, *, bins: int = 40) -> Figure:
+    """Compare weight tensors: one row each, a heatmap (with colorbar) and a histogram.
+
+    ``tensors_or_modules`` is a tensor, a module with a ``.weight`` (``nn.Linear``), or a
+    list of them, e.g. ``weights([w_before, w_after], labels=["default init",
+    "xavier_uniform_"])``. All heatmaps share one symmetric colour scale and all
+    histograms share the same bins, so rows can be compared directly. A Linear weight
+    (out, in) is drawn with columns = input features, rows = output units; tensors with
+    more dims are flattened to (out, rest).
+    """
+    if isinstance(tensors_or_modules, (torch.Tensor, nn.Module, np.ndarray)):
+        tensors_or_modules = [tensors_or_modules]
+    mats = [_as_matrix(o, i) for i, o in enumerate(tensors_or_modules)]
+    if not mats:
+        raise ValueError("weights() needs at least one tensor or module")
+    labels = list(labels) if labels is not None else [lbl for _, lbl, _ in mats]
+    if len(labels) != len(mats):
+        raise ValueError(f"got {len(labels)} labels for {len(mats)} tensors")
+    vmax = max(float(np.abs(m).max()) for m, _, _ in mats) or 1e-12
+    edges = np.linspace(-vmax, vmax, bins + 1)
+    fig = BookFigure(figsize=(BOOK_WIDTH, 0.5 + 2.4 * len(mats)), layout="constrained")
+    fig.get_layout_engine().set(wspace=0.1)
+    axes = fig.subplots(len(mats), 2, squeeze=False, width_ratios=[1.25, 1])
+    for (m, _, shape), label, (ax_map, ax_hist) in zip(mats, labels, axes, strict=True):
+        im = ax_map.imshow(m, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto",
+                           interpolation="nearest")
+        fig.colorbar(im, ax=ax_map, label="value")
+        ax_map.grid(False)
+        ax_map.set_title(f"{label}: {'×'.join(map(str, shape))}")
+        if len(shape) == 1:
+            ax_map.set(xlabel="index", ylabel="(one row)", yticks=[])
+        else:
+            rest = "input feature (in)" if len(shape) == 2 else "in × kernel (flattened)"
+            ax_map.set(xlabel=rest, ylabel="output unit (out)")
+        ax_hist.hist(m.ravel(), bins=edges, color=PALETTE["blue"], edgecolor="white",
+                     linewidth=0.3)
+        ax_hist.set_title(f"values: mean {m.mean():.2g}, std {m.std():.2g}")
+        ax_hist.set(xlabel="weight value", ylabel="count", xlim=(-vmax, vmax))
+    fig.suptitle("Weights: " + " vs ".join(labels))
+    return fig
+
+
+# -------------------------------------------------------------------- loop condition
+
+_COMPARISONS = (">", "<", ">=", "<=", "==", "!=")
+
+
+def _number(v):
+    """The scalar held by a TensorInfo (0-d) or PyValue, else None."""
+    x = getattr(v, "value", None)
+    return x if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+@_styled
+def loop_condition(trace: Trace, line: int | str | None = None,
+                   threshold: float | None = None) -> Figure:
+    """Plot a loop condition's left-hand side per pass, e.g. ``X.abs().sum()`` for
+    ``while X.abs().sum() > 1: X /= 2``.
+
+    Uses the comparison steps (``>``, ``<``, ``>=``, ``<=``, ``==``, ``!=``) that ran in
+    several loop passes. With several such source lines, ``line`` picks one: a line
+    number or a substring of the source line; default is the first. Markers show the
+    outcome (● True: loop goes on, ✕ False: loop stops); the dashed line is
+    ``threshold``, by default the comparison's right-hand side if it is a scalar. The y
+    axis is logarithmic when the values span more than two decades.
+    Raises ValueError if the trace has no such comparison.
+    """
+    groups = {}  # (filename, lineno, enclosing module call) -> steps, in run order
+    for s in trace.steps:
+        if s.kind == "op" and not s.internal and s.name in _COMPARISONS:
+            groups.setdefault((s.filename, s.lineno, s.parent), []).append(s)
+    loops = [g for g in groups.values() if any(s.iteration for s in g)]
+    if not loops:
+        raise ValueError(f"the trace of {trace.model_name} has no loop comparison: no "
+                         f"{'/'.join(_COMPARISONS)} step ran in more than one loop pass")
+    if line is not None:
+        found = [g for g in loops if (g[0].lineno == line if isinstance(line, int)
+                                      else str(line) in g[0].line)]
+        if not found:
+            known = "; ".join(f"line {g[0].lineno}: {g[0].line}" for g in loops)
+            raise ValueError(f"no loop comparison matches line={line!r}; found {known}")
+        loops = found
+    chosen = loops[0]
+    points = [(s.iteration or 1, _number(s.inputs[0]), s.value) for s in chosen if s.inputs]
+    points = [p for p in points if p[1] is not None]
+    first = chosen[0]
+    if not points:
+        raise ValueError(f"line {first.lineno} ({first.line}) compares tensors, not "
+                         "scalars: there is no single value per pass to plot")
+    if threshold is None and len(first.inputs) > 1:
+        threshold = _number(first.inputs[1])
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+
+    fig = BookFigure(figsize=(BOOK_WIDTH, 3.6), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(xs, ys, color=PALETTE["grey"], lw=1, zorder=1, gid="values")
+    for outcome, marker, color, size, text in (
+            (True, "o", PALETTE["blue"], 7, "condition True: loop goes on"),
+            (False, "X", PALETTE["orange"], 10, "condition False: loop stops")):
+        sel = [(x, y) for x, y, o in points if bool(o) is outcome and o is not None]
+        if sel:
+            ax.plot(*zip(*sel, strict=True), ls="none", marker=marker, color=color,
+                    markersize=size, label=text, gid=f"outcome:{outcome}", zorder=3)
+    if threshold is not None:
+        ax.axhline(threshold, color=PALETTE["red"], ls="--", lw=1.2, gid="threshold",
+                   label=f"threshold = {threshold:g}")
+    if min(ys) > 0 and max(ys) / min(ys) > 100:  # more than two decades
+        ax.set_yscale("log")
+    parts = re.split(rf"\s{re.escape(first.name)}\s", first.line, maxsplit=1)
+    lhs = re.sub(r"^(while|if|elif|assert)\s+", "", parts[0].strip())
+    ax.set_xlabel("loop pass")
+    ax.set_ylabel(f"value of {_clip(lhs, 30)}" if len(parts) == 2 else "left-hand side")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
+    ax.legend(loc="best")
+    ax.set_title(_clip(f"Loop condition per pass — line {first.lineno}: {first.line}", 90))
+    return fig
