@@ -94,6 +94,7 @@ class Stepper:
         self._style = HTMLStyle()
 
         self.play = W.Play(min=0, max=0, step=1, interval=interval, repeat=False,
+                           show_repeat=False,
                            description="Play", tooltip="Play: step through the forward pass")
         self.slider = W.IntSlider(min=0, max=0, value=0, description="step",
                                   continuous_update=True, layout=W.Layout(width="60%"),
@@ -130,6 +131,10 @@ class Stepper:
             rows += [self.view_buttons]
         rows.append(self.details)
         self.widget = W.VBox(rows)
+        # classes for stylesheets and for the browser tests to find the parts by
+        for part, name in ((self.widget, "lb-stepper"), (self.play, "lb-play"),
+                           (self.slider, "lb-slider"), (self.stack, "lb-stack")):
+            part.add_class(name)
         self._fill()
 
     # -- building
@@ -204,6 +209,7 @@ class Stepper:
                 f"{render.esc(where)}: {render.esc(t.error)}</span> — keeping the "
                 "previous trace.")
             return
+        _keep_root_line(t, self.trace)
         self.trace, self.inputs = t, tuple(new_inputs)
         self.status.value = f"✓ traced again with input shape {render.esc(text)}"
         self._fill()
@@ -215,6 +221,19 @@ class Stepper:
 
     def __repr__(self) -> str:
         return f"<Stepper over {self.trace!r}>"
+
+
+def _keep_root_line(new: Trace, old: Trace) -> None:
+    """A re-trace starts in a widget callback, not in the reader's code: point its root
+    call at the line that made the stepper, like the first trace."""
+    if not new.steps or not old.steps:
+        return
+    root, first = new.steps[0], old.steps[0]
+    for field in ("filename", "lineno", "line", "func_name", "func_firstlineno"):
+        setattr(root, field, getattr(first, field))
+    key = (first.filename, first.func_firstlineno)
+    if key in old.sources:
+        new.sources[key] = old.sources[key]
 
 
 def show(model, *inputs, view: str = "default", **kwargs) -> Stepper:

@@ -90,6 +90,9 @@ def test_retrace_with_a_new_shape_updates_the_views():
     assert "(8, 4)" in st.stack.children[1].value and "(8, 10)" in st.stack.children[-1].value
     assert "✓" in st.status.value
     assert st.slider.value == 0
+    # the root call still points at the line that made the stepper, not at the callback
+    assert st.trace.steps[0].line == 'st = show(my_sequential(), torch.randn(2, 4), live=True)'
+    assert "st = show(my_sequential()" in st.stack.children[0].value
 
 
 @pytest.mark.parametrize("text,message", [
