@@ -125,6 +125,11 @@ def test_untagged_error_fails_the_build_naming_notebook_and_cell(broken_book: Pa
     assert "ZeroDivisionError" not in "\n".join(failed)
     # the traceback itself is printed too, with the cell's source
     assert BROKEN_CELL_SOURCE in output
+    # and building again, with nothing changed, fails again (no stale "up to date")
+    again = run_build(broken_book, "--execute", "force")
+    assert again.returncode != 0, again.stdout[-3000:]
+    assert any(EXPECTED_CELL in line for line in again.stdout.splitlines()
+               if line.strip().startswith("FAILED "))
 
 
 @pytest.mark.book

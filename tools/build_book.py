@@ -13,7 +13,9 @@ neither Sphinx nor the execution cache would notice it: when the package's sourc
 from the last build, its doctrees and cached outputs are dropped first.
 
 When a chapter fails, the build fails, and the last lines printed name each failing
-notebook and cell (index, id, first line of source and the error).
+notebook and cell (index, id, first line of source and the error). A failed build also
+forgets Sphinx's saved environment, so that the next build reads every page again rather
+than finding "nothing changed" and succeeding.
 """
 
 from __future__ import annotations
@@ -162,6 +164,10 @@ def build(root: Path = ROOT, *, execute: str = "cache", fresh: bool = False,
     # jupyter-book exits 0 on some failures it only prints; treat those as failures too
     if returncode == 0 and not (build_dir / "html" / "index.html").exists():
         returncode = 1
+    if returncode != 0:
+        # Sphinx saved its environment as if the failing pages were fine: without this, the
+        # next build would find nothing changed and succeed.
+        (build_dir / ".doctrees" / "environment.pickle").unlink(missing_ok=True)
     reports = failed_cells(output, root)
     if returncode != 0 and reports:
         summary = ["", "Chapters that failed to execute (tag a cell `raises-exception` "
