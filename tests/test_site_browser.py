@@ -161,6 +161,7 @@ def test_page_offline_clean_and_widgets_step(docname: str, browser, server,
     server.errors.clear()
 
     problems: list[str] = []
+    views: list[dict] = []
     try:
         response = page.goto(f"{server.url}{docname}.html", wait_until="load")
         if response is None or not response.ok:
@@ -197,7 +198,9 @@ def test_page_offline_clean_and_widgets_step(docname: str, browser, server,
     problems += [f"HTTP error (server log): {e}" for e in server.errors]
     problems += [f"request failed: {e}" for e in failed_requests]
 
-    log = {"page": docname, "widget_outputs": n_views, "problems": problems,
+    log = {"page": docname, "problems": problems,
+           "widget_outputs": [{k: view[k] for k in ("index", "models", "stacks", "sliders",
+                                                    "plays")} for view in views],
            "console": console, "off_host_requests": off_host}
     (artifacts / "browser").mkdir(exist_ok=True)
     (artifacts / "browser" / f"{artifact_name(docname)}.json").write_text(
