@@ -59,6 +59,8 @@ $(NODE_STAMP): package.json package-lock.json
 	@touch $@
 
 # Copy only what the pages load. Not under _static/: see html_static_path in _config.yml.
+# (book, test and bench list the assets first, so a missing npm stops them before the
+# long Python install.)
 $(ASSETS_STAMP): $(NODE_STAMP)
 	rm -rf _webassets
 	mkdir -p _webassets/requirejs _webassets/jupyter-widgets/html-manager/dist
@@ -73,7 +75,7 @@ $(ASSETS_STAMP): $(NODE_STAMP)
 
 # ---------------------------------------------------------------- build and read
 
-book: $(VENV_STAMP) $(ASSETS_STAMP)
+book: $(ASSETS_STAMP) $(VENV_STAMP)
 	$(BIN)/python tools/build_book.py --execute $(EXECUTE)
 	@echo
 	@echo "The book is in $(CURDIR)/_build/html/index.html"
@@ -90,13 +92,13 @@ lab: $(VENV_STAMP)
 
 # ---------------------------------------------------------------- checks
 
-test: $(VENV_STAMP) $(ASSETS_STAMP)
+test: $(ASSETS_STAMP) $(VENV_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV_STAMP)
 	$(BIN)/ruff check book_src tests tools benchmarks/bench_book.py
 
-bench: $(VENV_STAMP) $(ASSETS_STAMP)
+bench: $(ASSETS_STAMP) $(VENV_STAMP)
 	$(BIN)/python benchmarks/bench_book.py
 
 clean-notebooks: $(VENV_STAMP)
