@@ -87,8 +87,10 @@ serve:
 	$(or $(wildcard $(BIN)/python),$(PYTHON)) -m http.server --bind $(HOST) \
 	  --directory _build/html $(PORT)
 
+# Jupyter refuses to run as root unless told; containers often are root.
 lab: $(VENV_STAMP)
-	$(BIN)/jupyter lab --ServerApp.ip=$(HOST) --ServerApp.root_dir=$(CURDIR) chapters/
+	$(BIN)/jupyter lab --ServerApp.ip=$(HOST) \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) chapters
 
 # ---------------------------------------------------------------- checks
 
