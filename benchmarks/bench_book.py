@@ -64,12 +64,19 @@ def copy_book(destination: Path) -> Path:
 
 
 def timed_build(root: Path) -> tuple[float, str]:
+    """Time one build. A build that only warned still wrote the site and is measured (with a
+    note on stderr); one that wrote no site stops the benchmark."""
     start = time.perf_counter()
     result = subprocess.run([*BUILD, "--root", str(root)], cwd=root, capture_output=True,
                             text=True, env=dict(os.environ))
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
-        sys.exit(f"build failed:\n{result.stdout[-4000:]}{result.stderr[-2000:]}")
+        problems = [line for line in result.stdout.splitlines()
+                    if "WARNING" in line and "IPKernelApp" not in line]
+        if not (root / "_build" / "html" / "index.html").exists():
+            sys.exit(f"build failed:\n{result.stdout[-4000:]}{result.stderr[-2000:]}")
+        log("  note: the build reported problems (measured anyway):\n    "
+            + "\n    ".join(problems[:10]))
     return elapsed, result.stdout
 
 
