@@ -171,8 +171,11 @@ def test_page_offline_clean_and_widgets_step(docname: str, browser, server,
             page.wait_for_function(ALL_RENDERED_JS, timeout=30_000)
         except PlaywrightTimeout:  # reported, with what did render, below
             problems.append("not every widget output rendered within 30 s")
-        page.evaluate("""() => Promise.all([document.fonts.ready,
-            window.MathJax && MathJax.startup ? MathJax.startup.promise : null])""")
+        # fonts and maths settled before the screenshot; never wait more than 15 s
+        page.evaluate("""() => Promise.race([
+            Promise.all([document.fonts.ready,
+                         window.MathJax && MathJax.startup ? MathJax.startup.promise : null]),
+            new Promise(resolve => setTimeout(resolve, 15000))])""")
         page.screenshot(path=str(artifacts / "screenshots" / f"{artifact_name(docname)}.png"),
                         full_page=True)
         views = page.evaluate(FIND_WIDGETS_JS)
