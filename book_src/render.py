@@ -505,12 +505,17 @@ def _tree(trace, step, max_nodes: int = 24) -> str:
 
 
 def step_html(trace, step, position: str = "") -> str:
-    """The view of one step for the stepper: breadcrumb, the forward source around the
+    """The view of one step for the stepper (``position``: e.g. "6 of 31"): breadcrumb, the forward source around the
     step with its line marked, input → output shapes as boxes, the value for scalars,
     the module tree with the current module highlighted, the error if it failed."""
     kind = "module call" if step.kind == "module" else (
         "op inside a torch layer" if step.internal else "op")
-    meta = [f"step {step.index}" + (f" {position}" if position else ""), kind]
+    # "step 6 of 31" counts the steps of the stepper's view; the trace's own index (which
+    # also counts the hidden steps) is added only when it differs
+    meta = [f"step {position}" if position else f"step {step.index}"]
+    if position and not position.startswith(f"{step.index + 1} of"):
+        meta.append(f"#{step.index} in the full trace")
+    meta.append(kind)
     if step.kind == "module" and step.call:
         meta.append(f"call {step.call}")
     if step.iteration:

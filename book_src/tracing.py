@@ -3,8 +3,9 @@
 ``trace(model, *args, **kwargs)`` runs ``model(*args, **kwargs)`` once and returns a
 :class:`Trace`. Two mechanisms cooperate:
 
-* forward pre/post hooks on the traced model's own modules (never global hooks) give
-  the module calls and their nesting;
+* a stand-in ``forward`` set on each of the traced model's own module instances for
+  the duration of the call (no hooks, so the model's hook dicts are never touched)
+  gives the module calls and their nesting;
 * a :class:`torch.overrides.TorchFunctionMode` sees every torch function and Tensor
   method call (``torch.mm``, ``F.relu``, ``+``, ``X /= 2``, ``bool(X > 1)`` ...).
 
@@ -433,6 +434,8 @@ class _Recorder(TorchFunctionMode):
 
     def _value(self, obj, name=None):
         if isinstance(obj, Tensor):
+            if isinstance(obj, _LazyTensor):  # a lazy layer's parameter before its first call
+                return _tuple_new(PyValue, ("<uninitialized parameter>", None, name))
             shape = obj.shape
             if not shape:
                 return _tuple_new(TensorInfo, (shape, obj.dtype, obj.device, obj.requires_grad,
@@ -471,6 +474,17 @@ class _Recorder(TorchFunctionMode):
             out.append(self._value(obj, name))
 
     def _values_of(self, args, kwargs):
+        try:
+            return self._values_fast(args, kwargs)
+        except RuntimeError:  # e.g. the shape of a lazy layer's uninitialized parameter
+            out = []
+            self._flatten(list(args), out)
+            if kwargs:
+                for k, v in kwargs.items():
+                    self._flatten(v, out, k)
+            return out
+
+    def _values_fast(self, args, kwargs):
         out = []
         for a in args:
             if isinstance(a, Tensor):
@@ -775,19 +789,34 @@ class Trace:
         return json.dumps(self.to_dict(), **kw)
 
 
-def _module_table(model: nn.Module) -> tuple[dict, dict, list]:
-    """Paths by id(module), a ModuleInfo per path (extra filled in later), and the
-    (path, module) pairs of ``named_modules()``."""
+def _module_paths(model: nn.Module) -> tuple[dict, list]:
+    """Paths by id(module) (with: is its forward written in torch?), and the (path,
+    module) pairs of ``named_modules()``."""
     paths = {}
-    infos = {}
     mods = list(model.named_modules())
     for path, mod in mods:
         forward = getattr(type(mod), "forward", None)
         code = getattr(forward, "__code__", None)
         paths[id(mod)] = (path, code is not None and _is_lib(code))
+    return paths, mods
+
+
+def _numel(p) -> int:
+    """Elements of a parameter; 0 for a lazy layer's parameter not yet initialized."""
+    return 0 if isinstance(p, _Uninitialized) else p.numel()
+
+
+_Uninitialized = nn.parameter.UninitializedParameter
+_LazyTensor = nn.parameter.UninitializedTensorMixin
+
+
+def _module_infos(paths: dict, mods: list) -> dict:
+    """A ModuleInfo per path (``extra`` filled in later). Built after the forward, so
+    that lazy layers (``nn.LazyLinear``) count the parameters their first call made."""
+    infos = {}
     params = {}  # path -> {id(parameter): numel} for the whole subtree
     for path, mod in reversed(mods):  # children come after their parent: go bottom-up
-        own = {id(p): p.numel() for p in mod._parameters.values() if p is not None}
+        own = {id(p): _numel(p) for p in mod._parameters.values() if p is not None}
         subtree = dict(own)
         children = []
         for child in mod._modules.values():
@@ -798,7 +827,7 @@ def _module_table(model: nn.Module) -> tuple[dict, dict, list]:
         params[path] = subtree
         infos[path] = ModuleInfo(path, type(mod).__name__, "", sum(subtree.values()),
                                  sum(own.values()), children)
-    return paths, {p: infos[p] for p, _ in mods}, mods
+    return {p: infos[p] for p, _ in mods}
 
 
 def _fill_module_details(mods, infos, called_paths):
@@ -918,6 +947,8 @@ def _run(rec, model, mods, args, kwargs):
             original = mod.__dict__.get("forward")
             mod.__dict__["forward"] = rec.wrap(mod, mod.forward, rec.paths[id(mod)][1])
             patched.append((mod, had, original))
+        if not rec.ops:  # module calls only: no TorchFunctionMode, ops run at full speed
+            return model(*args, **kwargs), None
         with rec:
             return model(*args, **kwargs), None
     except Exception as exc:
@@ -958,9 +989,10 @@ def trace(model, *args, ops: bool = True, max_steps: int | None = DEFAULT_MAX_ST
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        paths, infos, mods = _module_table(model)
+        paths, mods = _module_paths(model)
         rec = _Recorder(paths, ops, max_steps, values)
         output, error = _run(rec, model, mods, args, kwargs)
+        infos = _module_infos(paths, mods)
         steps, sources = _build_steps(rec.records)
         called = {s.path for s in steps if s.kind == "module"}
         _fill_module_details(mods, infos, called)

@@ -96,7 +96,8 @@ class Stepper:
         self.play = W.Play(min=0, max=0, step=1, interval=interval, repeat=False,
                            show_repeat=False,
                            description="Play", tooltip="Play: step through the forward pass")
-        self.slider = W.IntSlider(min=0, max=0, value=0, description="step",
+        # no readout: the slider counts from 0, the view's own "step 6 of 31" from 1
+        self.slider = W.IntSlider(min=0, max=0, value=0, description="step", readout=False,
                                   continuous_update=True, layout=W.Layout(width="60%"),
                                   tooltip="Drag, or focus and press ←/→, Home, End")
         self.stack = W.Stack(children=[], selected_index=None, layout=W.Layout(width="100%"))
@@ -146,7 +147,7 @@ class Stepper:
         old = self.stack.children
         children = []
         for i, s in enumerate(steps):
-            children.append(W.HTML(render.step_html(t, s, f"({i + 1} of {n})"),
+            children.append(W.HTML(render.step_html(t, s, f"{i + 1} of {n}"),
                                    layout=self._layout, style=self._style))
         self.stack.children = children
         self.stack.selected_index = 0 if n else None

@@ -114,15 +114,15 @@ def test_stepper_steps_and_retraces_on_a_live_kernel(lab, browser, artifacts):
                                timeout=180_000)
         stepper = page.locator(".lb-stepper").first
         stepper.scroll_into_view_if_needed()
-        first = _wait_for_step(stepper, "step 0 (1 of")
-        assert "step 0 (1 of" in first and "(2, 20)" in first
+        first = _wait_for_step(stepper, "step 1 of")
+        assert "step 1 of" in first and "(2, 20)" in first
         page.screenshot(path=str(artifacts / "live-lab-0-start.png"))
 
         # step with the keyboard, as on the static site
         stepper.locator(".lb-slider .noUi-handle, .lb-slider [role=slider]").first.focus()
         page.keyboard.press("ArrowRight")
-        second = _wait_for_step(stepper, "step 1 (2 of", 10)
-        assert "step 1 (2 of" in second and "Linear" in second and second != first
+        second = _wait_for_step(stepper, "step 2 of", 10)
+        assert "step 2 of" in second and "Linear" in second and second != first
 
         # a new input shape: the kernel traces again and every view is rebuilt
         box = stepper.get_by_label("input shape")
@@ -131,7 +131,7 @@ def test_stepper_steps_and_retraces_on_a_live_kernel(lab, browser, artifacts):
         box.press("Enter")
         stepper.locator("text=traced again with input shape 5, 20").wait_for(timeout=60_000)
         retraced = _wait_for_step(stepper, "(5, 20)")
-        assert "step 0 (1 of" in retraced and "(5, 20)" in retraced and "(2, 20)" not in retraced
+        assert "step 1 of" in retraced and "(5, 20)" in retraced and "(2, 20)" not in retraced
         page.screenshot(path=str(artifacts / "live-lab-1-retraced.png"))
 
         # a shape the model cannot take: the error shows, the previous trace stays

@@ -53,10 +53,12 @@ def test_formatting_helpers():
 def test_step_view_marks_line_pass_breadcrumb_and_tree():
     t = traced_my_sequential()
     step = t.view("modules")[3]  # 2 · Linear, third pass of the loop
-    html = render.step_html(t, step, "(4 of 5)")
+    html = render.step_html(t, step, "4 of 5")
     assert 'MySequential<span class="lb-sep">›</span>2 · Linear(8 → 10)' in html
     assert '<span class="lb-cur">▶' in html and "X = block(X)" in html and "← pass 3" in html
-    assert "loop pass 3" in html and "step 5 (4 of 5)" in html
+    # counted in the stepper's view, with the full trace's index since they differ
+    assert "loop pass 3" in html and "step 4 of 5 · #5 in the full trace" in html
+    assert "#0 in" not in render.step_html(t, t.steps[0], "1 of 5")
     assert '<li class="lb-here">▶ ' in html and "2 · Linear(8 → 10)</li>" in html
     assert "(2, 8)" in html and "(2, 10)" in html
 

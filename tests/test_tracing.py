@@ -487,3 +487,38 @@ def test_scalar_values_recorded_for_0d_results():
     assert by["*"].value == 4.0
     assert by[">"].value is True and by["bool"].value is True
     assert by["float"].value == 2.0
+
+
+def test_lazy_layers_are_initialized_by_the_traced_call():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.LazyLinear(3))
+    X = torch.randn(2, 5)
+    t = trace(net, X)
+    assert t.error is None
+    assert torch.equal(t.output, net(X))  # the same, now initialized, layers
+    # their parameter counts are those the first call created: 5*8+8 and 8*3+3
+    assert [t.modules[p].params for p in ("0", "2", "")] == [48, 27, 75]
+    calls = [s for s in t.view() if s.kind == "module"]
+    assert [(s.path, s.output_shapes) for s in calls] == [
+        ("", [(2, 3)]), ("0", [(2, 8)]), ("1", [(2, 8)]), ("2", [(2, 3)])]
+    # the initialization the lazy layers run first is recorded, but hidden by default
+    hidden = {s.name for s in t.steps if s.internal}
+    assert "kaiming_uniform_" in hidden and "F.linear" in hidden
+    assert all(not s.internal for s in t.view())
+
+
+def test_a_lazy_layer_never_reached_counts_zero_parameters():
+    class FailsFirst(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lazy = nn.LazyLinear(8)
+
+        def forward(self, x):
+            x = x @ torch.ones(3, 3)  # (2, 5) @ (3, 3): fails before the lazy layer runs
+            return self.lazy(x)
+
+    net = FailsFirst()
+    t = trace(net, torch.randn(2, 5))
+    assert t.error is not None and t.failed_step.name == "@"
+    assert t.modules["lazy"].params == 0 and t.modules[""].params == 0
+    assert "not called" in str(t.summary())
