@@ -143,7 +143,7 @@ def _rows(trace, view):
             "io": _io(s),
             "value": value,
             "pass": str(s.iteration) if s.iteration else "",
-            "line": f"{s.lineno}: {s.line}" if s.line else str(s.lineno),
+            "line": f"{s.lineno}: {s.line}" if s.line else (str(s.lineno) if s.lineno else ""),
         })
     return rows
 
@@ -172,7 +172,7 @@ def trace_text(trace, view: str = "default", max_rows: int | None = 400,
         lines.append(f"… {len(rows) - len(shown)} more steps (trace_text(max_rows=None) shows all)")
     failed = trace.failed_step
     if failed is not None:
-        lines.append(f"✗ step {failed.index} ({failed.name}, line {failed.lineno}) failed: "
+        lines.append(f"✗ step {failed.index} ({failed.name}{_at_line(failed)}) failed: "
                      f"{failed.error}")
     elif trace.error is not None:
         lines.append(f"✗ the forward pass raised {type(trace.error).__name__}: {trace.error}")
@@ -312,8 +312,8 @@ def trace_html(trace, view: str = "default", max_rows: int | None = 2000,
         out.append(f"<p>… {len(rows) - len(shown)} more steps not shown.</p>")
     failed = trace.failed_step
     if failed is not None:
-        out.append(f'<div class="lb-errmsg">✗ step {failed.index} ({esc(failed.name)}, line '
-                   f"{failed.lineno}) failed: {esc(failed.error)}</div>")
+        out.append(f'<div class="lb-errmsg">✗ step {failed.index} ({esc(failed.name)}'
+                   f"{_at_line(failed)}) failed: {esc(failed.error)}</div>")
     return "".join(out)
 
 
@@ -401,8 +401,15 @@ def _crumb(trace, step) -> str:
     return '<span class="lb-sep">›</span>'.join(parts)
 
 
+def _at_line(step) -> str:
+    """", line 12" for a step with a source line; "" when no Python source called it."""
+    return f", line {step.lineno}" if step.lineno else ""
+
+
 def _source(trace, step, context: int = 4, width: int = 88) -> str:
     lines = trace.source_of(step)
+    if not step.lineno:
+        return '<pre class="lb-src">(called from outside any Python source)</pre>'
     if not lines:
         return f'<pre class="lb-src"><span class="lb-cur">▶ {esc(step.line)}</span></pre>'
     cur = step.lineno - step.func_firstlineno
@@ -505,9 +512,10 @@ def _tree(trace, step, max_nodes: int = 24) -> str:
 
 
 def step_html(trace, step, position: str = "") -> str:
-    """The view of one step for the stepper (``position``: e.g. "6 of 31"): breadcrumb, the forward source around the
-    step with its line marked, input → output shapes as boxes, the value for scalars,
-    the module tree with the current module highlighted, the error if it failed."""
+    """The view of one step for the stepper (``position``: e.g. "6 of 31"): breadcrumb,
+    the forward source around the step with its line marked, input → output shapes as
+    boxes, the value for scalars, the module tree with the current module highlighted,
+    the error if it failed."""
     kind = "module call" if step.kind == "module" else (
         "op inside a torch layer" if step.internal else "op")
     # "step 6 of 31" counts the steps of the stepper's view; the trace's own index (which
@@ -522,8 +530,8 @@ def step_html(trace, step, position: str = "") -> str:
         meta.append(f"loop pass {step.iteration}")
     if step.inplace:
         meta.append("in place")
-    where = f"{step.func_name} · line {step.lineno}"
-    meta.append(where)
+    if step.lineno:
+        meta.append(f"{step.func_name} · line {step.lineno}")
     err = ""
     if step.error:
         meta.append("FAILED")

@@ -858,14 +858,17 @@ def _build_steps(records) -> tuple[list, dict]:
         lineno = line_of.get(key)
         if lineno is None:
             lineno = line_of[key] = _line_at(code, lasti)
-        filename = code.co_filename
-        tkey = (filename, lineno)
-        text = text_of.get(tkey)
-        if text is None:
-            text = text_of[tkey] = linecache.getline(filename, lineno).strip()
-        fkey = (filename, code.co_firstlineno)
-        if fkey not in sources:
-            sources[fkey] = _function_block(filename, code.co_firstlineno, code.co_name)
+        if code is _RUN_CODE:  # no reader's frame at all (e.g. `python -m book_src`)
+            filename, lineno, text, func, first = "", 0, "", "", 0
+        else:
+            filename, func, first = code.co_filename, code.co_name, code.co_firstlineno
+            tkey = (filename, lineno)
+            text = text_of.get(tkey)
+            if text is None:
+                text = text_of[tkey] = linecache.getline(filename, lineno).strip()
+            fkey = (filename, first)
+            if fkey not in sources:
+                sources[fkey] = _function_block(filename, first, func)
         parent = r[_PARENT]
         if parent is None:
             depth, ppath = 0, ""
@@ -887,7 +890,7 @@ def _build_steps(records) -> tuple[list, dict]:
             index, "op" if is_op else "module", name,
             ppath if is_op else (r[_PATH] if r[_PATH] is not None else ppath),
             depth, parent, r[_CALL], r[_INPUTS], outputs or [],
-            filename, lineno, text, code.co_name, code.co_firstlineno,
+            filename, lineno, text, func, first,
             None, inplace, r[_ERROR], is_op and not direct, None if is_op else name,
         )
         steps.append(step)
@@ -959,6 +962,9 @@ def _run(rec, model, mods, args, kwargs):
                 mod.__dict__["forward"] = original
             else:
                 mod.__dict__.pop("forward", None)
+
+
+_RUN_CODE = _run.__code__
 
 
 def trace(model, *args, ops: bool = True, max_steps: int | None = DEFAULT_MAX_STEPS,

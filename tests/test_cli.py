@@ -48,6 +48,8 @@ def test_trace_prints_the_table(model_file, name):
     assert "hidden · Linear" in out and "(2, 20) → (2, 256)" in out
     assert "torch.relu" in out and "return self.out(torch.relu(self.hidden(X)))" in out
     assert "total parameters: 7,946" in out
+    # the root call has no reader's line to show: nothing of the tracer's own code leaks in
+    assert "return model(" not in out and "tracing.py" not in out
 
 
 @pytest.mark.parametrize("target,shape,message", [
