@@ -230,7 +230,7 @@ STYLE = """<style>
   background:#ffd6d6;
 }
 .lb-side {
-  flex:0 1 300px;min-width:220px;
+  flex:0 1 290px;min-width:230px;
 }
 .lb-expr {
   font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
@@ -253,7 +253,7 @@ STYLE = """<style>
 .lb-preview {
   color: #555;
   font-size: 10px;
-  max-width: 140px;
+  max-width: 104px;
   white-space: normal;
   text-align: center;
 }
