@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     inputs = [torch.randn(*s) for s in shapes]
     t = trace(model, *inputs)
-    print(t.to_text(args.view))
+    print(t.to_text(args.view, width=None))  # a terminal wraps or scrolls by itself
     if args.summary:
         print()
         print(t.summary())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 
 __all__ = [
     "fmt_shape", "fmt_value", "step_label", "step_expr", "trace_text", "trace_html",
@@ -149,19 +150,29 @@ def _rows(trace, view):
 
 
 def trace_text(trace, view: str = "default", max_rows: int | None = 400,
-               line_width: int = 48) -> str:
-    """A plain-text table of the steps of one view."""
+               width: int | None = 88, line_width: int | None = None) -> str:
+    """A plain-text table of the steps of one view, about ``width`` characters wide (the
+    width of a book page): long shape lists are cut first, then the source line gets the
+    room that is left, at least 20 characters, at most ``line_width``. ``width=None``:
+    no limit (the command line). The stepper and ``trace_html`` show everything."""
     rows = _rows(trace, view)
     head = {"index": "#", "label": "step", "io": "in → out", "value": "value", "pass": "pass",
             "line": "line"}
     cols = ["index", "label", "io", "value", "pass", "line"]
     shown = rows if max_rows is None else rows[:max_rows]
     for r in shown:
-        if len(r["line"]) > line_width:
-            r["line"] = r["line"][: line_width - 1] + "…"
         if r["step"].error:
             r["label"] = r["label"] + "  ✗"
+        if width is not None:
+            r["io"] = _clip(r["io"], 36)
     widths = {c: max([len(head[c])] + [len(r[c]) for r in shown]) for c in cols}
+    if width is not None:
+        rest = width - sum(widths[c] + 2 for c in cols if c != "line")
+        widths["line"] = min(widths["line"], max(rest, 20))
+    if line_width is not None:
+        widths["line"] = min(widths["line"], line_width)
+    for r in shown:
+        r["line"] = _clip(r["line"], widths["line"])
     lines = [f"Trace of {trace.model_name}: {len(trace.steps)} steps"
              + (f" ({len(rows)} shown in view '{view}')" if len(rows) != len(trace.steps) else "")]
     lines.append("  ".join(head[c].ljust(widths[c]) for c in cols).rstrip())
@@ -189,6 +200,9 @@ STYLE = """<style>
 .lb-table th,.lb-table td {
   padding:2px 8px;text-align:left;border-bottom:1px solid #e3e3e3;
   vertical-align:top;white-space:pre;
+}
+.lb-table td.lb-wrap {
+  white-space:normal;min-width:12em;
 }
 .lb-table th {
   background:#f4f4f4;
@@ -257,6 +271,12 @@ STYLE = """<style>
   white-space: normal;
   text-align: center;
 }
+.lb-group {
+  display:inline-flex;align-items:center;gap:6px;
+}
+.lb-nw {
+  white-space:nowrap;
+}
 .lb-arrow {
   color:#666;
 }
@@ -268,7 +288,7 @@ STYLE = """<style>
   margin:0;padding:0;list-style:none;font:12px/1.35 ui-monospace,monospace;
 }
 .lb-tree li {
-  white-space:nowrap;overflow:hidden;text-overflow:ellipsis;
+  white-space:pre;overflow:hidden;text-overflow:ellipsis;
 }
 .lb-tree li.lb-here {
   font-weight:700;background:#fff3b0;
@@ -304,8 +324,9 @@ def trace_html(trace, view: str = "default", max_rows: int | None = 2000,
         title = f' title="{esc(s.error)}"' if s.error else ""
         out.append(
             f'<tr class="{" ".join(cls)}"{title}><td>{r["index"]}</td>'
-            f'<td class="lb-name">{esc(r["label"])}{mark}</td><td>{esc(r["io"])}</td>'
-            f'<td>{esc(r["value"])}</td><td>{r["pass"]}</td><td>{esc(r["line"])}</td></tr>'
+            f'<td class="lb-name">{esc(r["label"])}{mark}</td><td class="lb-wrap">{esc(r["io"])}'
+            f'</td><td>{esc(r["value"])}</td><td>{r["pass"]}</td>'
+            f'<td class="lb-wrap">{esc(r["line"])}</td></tr>'
         )
     out.append("</tbody></table>")
     if len(rows) > len(shown):
@@ -376,7 +397,7 @@ class Summary:
         for r in self.rows:
             out.append(f"<tr><td>{esc('  ' * r['depth'] + r['path'])}</td><td>{esc(r['type'])}"
                        f"</td><td>{r['calls']}</td><td>{r['params']:,}</td>"
-                       f"<td>{esc(r['io'])}</td></tr>")
+                       f"<td class=\"lb-wrap\">{esc(r['io'])}</td></tr>")
         out.append("</tbody></table>")
         return "".join(out)
 
@@ -399,6 +420,18 @@ def _crumb(trace, step) -> str:
     if step.kind == "op":
         parts.append(f"<code>{esc(step.name)}</code>")
     return '<span class="lb-sep">›</span>'.join(parts)
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _nowrap_shapes(html: str) -> str:
+    """Keep each shape, e.g. ``(8, 6, 14, 14)``, on one line."""
+    return _SHAPE.sub(lambda m: f'<span class="lb-nw">{m.group(0)}</span>', html)
+
+
+_SHAPE = re.compile(r"\(\d+(?:, \d+)+\)")
 
 
 def _at_line(step) -> str:
@@ -433,22 +466,17 @@ def _source(trace, step, context: int = 4, width: int = 88) -> str:
 
 
 def _box(v, cls) -> str:
-    """A rectangle whose sides grow with the tensor's last two dimensions."""
+    """A rectangle whose area grows with the tensor's number of elements: the leading half
+    of the dimensions make its height, the rest its width ((N, C, H, W): N·C by H·W, as
+    in ``plots.shape_flow``), on a square-root scale, capped at 60 by 90 pixels."""
     shape = v.shape
-    if len(shape) >= 2:
-        rows, cols = shape[-2], shape[-1]
-    elif len(shape) == 1:
-        rows, cols = 1, shape[0]
-    else:
-        rows, cols = 1, 1
+    k = len(shape) // 2
+    rows, cols = math.prod(shape[:k]), math.prod(shape[k:])
     w = max(6, min(90, round(6 * math.sqrt(max(cols, 1)))))
     h = max(6, min(60, round(6 * math.sqrt(max(rows, 1)))))
-    lead = ""
-    if len(shape) > 2:
-        lead = "×".join(str(d) for d in shape[:-2]) + " × "
     dtype = "" if v.dtype_name == "float32" else f" {v.dtype_name}"
     value = f" = {_num(v.value)}" if v.value is not None else ""
-    label = f"{lead}{fmt_shape(shape)}{dtype}{value}"
+    label = f"{fmt_shape(shape)}{dtype}{value}"
     preview = ""
     if v.preview:  # trace(..., values=True): the first few numbers
         more = ", …" if v.numel > len(v.preview) else ""
@@ -464,15 +492,17 @@ def _shapes(step) -> str:
     if not ins and not outs:
         return ""
     parts = [_box(v, "lb-in") for v in ins] or ['<span class="lb-box">·</span>']
-    parts.append('<span class="lb-arrow">→</span>')
+    # the arrow and the outputs form one group, so that a wrapped row keeps them together
+    right = ['<span class="lb-arrow">→</span>']
     if outs:
-        parts += [_box(v, "lb-out") for v in outs]
+        right += [_box(v, "lb-out") for v in outs]
     elif step.outputs:
-        parts.append(f'<span class="lb-box">{esc(fmt_value(step.outputs[0]))}</span>')
+        right.append(f'<span class="lb-box">{esc(fmt_value(step.outputs[0]))}</span>')
     else:
-        parts.append('<span class="lb-box">✗</span>' if step.error else
+        right.append('<span class="lb-box">✗</span>' if step.error else
                      '<span class="lb-box">None</span>')
-    return '<div class="lb-shapes">' + "".join(parts) + "</div>"
+    return ('<div class="lb-shapes">' + "".join(parts)
+            + '<span class="lb-group">' + "".join(right) + "</span></div>")
 
 
 def _tree(trace, step, max_nodes: int = 24) -> str:
@@ -541,6 +571,7 @@ def step_html(trace, step, position: str = "") -> str:
         f'<div class="{cls}"><div class="lb-crumb">{_crumb(trace, step)}</div>'
         f'<div class="lb-meta">{esc(" · ".join(meta))}</div>'
         f'<div class="lb-row">{_source(trace, step)}<div class="lb-side">'
-        f'<div class="lb-expr">{esc(step_expr(step, trace))}</div>{_shapes(step)}'
+        f'<div class="lb-expr">{_nowrap_shapes(esc(step_expr(step, trace)))}</div>'
+        f'{_shapes(step)}'
         f'<div class="lb-h">modules</div>{_tree(trace, step)}</div></div>{err}</div>'
     )

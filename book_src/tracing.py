@@ -474,29 +474,23 @@ class _Recorder(TorchFunctionMode):
             out.append(self._value(obj, name))
 
     def _values_of(self, args, kwargs):
+        out = []
         try:
-            return self._values_fast(args, kwargs)
+            for a in args:
+                if isinstance(a, Tensor):
+                    s = a.shape
+                    if s and not self.values:
+                        out.append(_tuple_new(TensorInfo, (s, a.dtype, a.device,
+                                                           a.requires_grad, None, None, None)))
+                    else:
+                        out.append(self._value(a))
+                elif a is None or type(a) in _ATOMIC:
+                    out.append(_tuple_new(PyValue, (None, a, None)))
+                else:
+                    self._flatten(a, out)
         except RuntimeError:  # e.g. the shape of a lazy layer's uninitialized parameter
             out = []
-            self._flatten(list(args), out)
-            if kwargs:
-                for k, v in kwargs.items():
-                    self._flatten(v, out, k)
-            return out
-
-    def _values_fast(self, args, kwargs):
-        out = []
-        for a in args:
-            if isinstance(a, Tensor):
-                s = a.shape
-                if s and not self.values:
-                    out.append(_tuple_new(TensorInfo, (s, a.dtype, a.device, a.requires_grad,
-                                                       None, None, None)))
-                else:
-                    out.append(self._value(a))
-            elif a is None or type(a) in _ATOMIC:
-                out.append(_tuple_new(PyValue, (None, a, None)))
-            else:
+            for a in args:
                 self._flatten(a, out)
         if kwargs:
             for k, v in kwargs.items():
@@ -704,9 +698,19 @@ class Trace:
         self.output = output
         self.error: BaseException | None = error
         self.truncated: bool = truncated
-        self.modules: dict[str, ModuleInfo] = modules
+        self._modules = modules  # a dict, or a function that makes it on first use
         self.sources: dict = sources  # (filename, firstlineno) -> list of source lines
         self.model_name: str = model_name
+
+    @property
+    def modules(self) -> dict[str, ModuleInfo]:
+        """A ModuleInfo per path of ``named_modules()``: type, ``extra_repr()``, parameter
+        counts, children. Read from the modules on first use (the same module objects
+        the forward called), so that tracing itself stays cheap."""
+        m = self._modules
+        if callable(m):
+            m = self._modules = m()
+        return m
 
     # -- selection
 
@@ -998,15 +1002,18 @@ def trace(model, *args, ops: bool = True, max_steps: int | None = DEFAULT_MAX_ST
         paths, mods = _module_paths(model)
         rec = _Recorder(paths, ops, max_steps, values)
         output, error = _run(rec, model, mods, args, kwargs)
-        infos = _module_infos(paths, mods)
         steps, sources = _build_steps(rec.records)
-        called = {s.path for s in steps if s.kind == "module"}
-        _fill_module_details(mods, infos, called)
     finally:
         if gc_was_enabled:
             gc.enable()
+
+    def modules():
+        infos = _module_infos(paths, mods)
+        _fill_module_details(mods, infos, {s.path for s in steps if s.kind == "module"})
+        return infos
+
     name = type(model).__name__
-    t = Trace(steps, output, error, rec.limit_hit, infos, sources, name)
+    t = Trace(steps, output, error, rec.limit_hit, modules, sources, name)
     if error is not None and raise_errors:
         with contextlib.suppress(Exception):  # some exception types refuse attributes
             error.trace = t

@@ -90,7 +90,8 @@ class Stepper:
         self.live = (os.environ.get("LAYERS_BLOCKS_STATIC") != "1") if live is None else live
         self.max_embedded = max_embedded
         self.title = title
-        self._layout = W.Layout(width="100%")
+        # full width with no side margins: ipywidgets' 2px margins would overflow 100%
+        self._layout = W.Layout(width="100%", margin="2px 0px")
         self._style = HTMLStyle()
 
         self.play = W.Play(min=0, max=0, step=1, interval=interval, repeat=False,

@@ -2,6 +2,7 @@
 expected outputs on purpose (then read the diff before committing it)."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,18 @@ def test_error_is_shown_in_text_and_html():
     assert 'class="lb-op lb-err"' in t._repr_html_()
     html = render.step_html(t, t.failed_step)
     assert "lb-error" in html and "FAILED" in html and "84x28 and 784x10" in html
+
+
+def test_shape_boxes_grow_with_the_number_of_elements():
+    from book_src.tracing import TensorInfo
+
+    def area(shape):
+        html = render._box(TensorInfo(shape, torch.float32, "cpu", False), "lb-in")
+        w, h = (int(x) for x in re.search(r"width:(\d+)px;height:(\d+)px", html).groups())
+        assert render.fmt_shape(shape) in html
+        return w * h
+
+    # 64 channels of 8×8 hold more numbers than 3 of 32×32: the box says so
+    assert area((1, 64, 8, 8)) > area((1, 3, 32, 32))
+    assert area((2, 20)) < area((2, 40)) < area((4, 40))
+    assert area((16, 5, 5)) > area((16,))
