@@ -36,7 +36,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import nn
 from torch.nn import functional as F
 
-from .tracing import ModuleInfo, Trace
+from .tracing import ModuleInfo, Trace, module_table
 
 __all__ = ["BookFigure", "PALETTE", "module_tree", "shape_flow", "activations", "weights",
            "loop_condition"]
@@ -188,31 +188,11 @@ def _with_ancestors(paths) -> set[str]:
     return out
 
 
-def _module_infos(model: nn.Module) -> tuple[dict[str, ModuleInfo], set[str]]:
-    """``Trace.modules`` for a model that was not traced (path -> ModuleInfo), and the
-    paths whose subtree holds a lazy layer's uninitialized parameter: those are left out
-    of the counts, which are therefore only lower bounds."""
-    infos, lazy = {}, []
-    for path, mod in model.named_modules():
-        try:
-            extra = mod.extra_repr()
-        except Exception:
-            extra = ""
-        own = [p for p in mod._parameters.values() if p is not None]
-        if any(_is_lazy(p) for p in own):
-            lazy.append(path)
-        total = sum(p.numel() for p in mod.parameters() if not _is_lazy(p))
-        infos[path] = ModuleInfo(path, type(mod).__name__, extra, total,
-                                 sum(p.numel() for p in own if not _is_lazy(p)), [])
-        if path:
-            infos[path.rpartition(".")[0]].children.append(path)
-    return infos, _with_ancestors(lazy)
-
-
 def _lazy_in_trace(infos: dict[str, ModuleInfo]) -> set[str]:
-    """Paths of a Trace's modules whose subtree holds a lazy layer that is still
-    uninitialized: the forward failed before reaching it. (A lazy layer's first call
-    turns it into its plain class, ``LazyLinear`` into ``Linear``.)"""
+    """Paths whose subtree holds a lazy layer that is still uninitialized (never called,
+    or a traced forward failed before reaching it): their counts are lower bounds. (A
+    lazy layer's first call turns it into its plain class, ``LazyLinear`` into
+    ``Linear``.)"""
     return _with_ancestors(p for p, i in infos.items()
                            if i.type.startswith("Lazy") and not i.own_params)
 
@@ -300,7 +280,8 @@ def module_tree(model_or_trace, *, highlight: str | None = None, max_depth: int 
         infos = model_or_trace.modules
         lazy = _lazy_in_trace(infos)
     elif isinstance(model_or_trace, nn.Module):
-        infos, lazy = _module_infos(model_or_trace)
+        infos = module_table(model_or_trace)
+        lazy = _lazy_in_trace(infos)
     else:
         raise TypeError(f"module_tree expects an nn.Module or a Trace, not "
                         f"{type(model_or_trace).__name__}")

@@ -26,7 +26,7 @@ import linecache
 import os
 import sys
 import textwrap
-from dataclasses import dataclass
+import threading
 from operator import itemgetter
 
 import torch
@@ -91,7 +91,7 @@ class TensorInfo(tuple):
         }
         for key, v in (("value", self[4]), ("name", self[5]), ("preview", self[6])):
             if v is not None:
-                d[key] = v
+                d[key] = repr(v) if type(v) is complex else v  # JSON has no complex
         return d
 
     def __repr__(self) -> str:
@@ -242,22 +242,41 @@ def _fmt_shape(shape) -> str:
     return "(" + ", ".join(map(str, shape)) + ")"
 
 
-@dataclass
 class ModuleInfo:
     """What the trace knows about one module of the model (by path)."""
 
-    path: str
-    type: str
-    extra: str  # the module's extra_repr(), e.g. "in_features=4, out_features=8, bias=True"
-    params: int  # parameters, counted recursively, each shared tensor once
-    own_params: int  # parameters registered on this module itself
-    children: list
+    __slots__ = ("path", "type", "extra", "params", "own_params", "children")
+
+    def __init__(self, path, type, extra, params, own_params, children):
+        self.path = path
+        self.type = type
+        self.extra = extra  # its extra_repr(), e.g. "in_features=4, out_features=8, bias=True"
+        self.params = params  # parameters, counted recursively, each shared tensor once
+        self.own_params = own_params  # parameters registered on this module itself
+        self.children = children  # paths of the child modules
 
     def to_dict(self) -> dict:
         return {
             "path": self.path, "type": self.type, "extra": self.extra, "params": self.params,
             "own_params": self.own_params, "children": list(self.children),
         }
+
+    def __eq__(self, other):
+        return isinstance(other, ModuleInfo) and self.to_dict() == other.to_dict()
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return (f"ModuleInfo(path={self.path!r}, type={self.type!r}, extra={self.extra!r}, "
+                f"params={self.params}, own_params={self.own_params}, "
+                f"children={self.children!r})")
+
+
+def _extra_repr(mod) -> str:
+    try:
+        return str(mod.extra_repr())
+    except Exception:  # a broken extra_repr must not break the reader's trace
+        return ""
 
 
 # ------------------------------------------------------------------ frame inspection
@@ -314,6 +333,7 @@ def _labels_for(code) -> dict:
 
 _IGNORE = object()  # funcs never recorded (repr, format, metadata reads ...)
 _PROPERTY = object()  # attribute reads: recorded only when they produce a tensor
+_SETTER = object()  # attribute writes: not recorded, but they may change metadata
 
 _OPERATOR_DUNDERS = {
     "__add__": "+", "__radd__": "+", "__iadd__": "+=", "__sub__": "-", "__rsub__": "-",
@@ -341,6 +361,8 @@ _IGNORED_NAMES = {
     "data_ptr", "element_size", "get_device", "is_floating_point", "is_complex",
     "storage_offset", "untyped_storage", "_typed_storage", "__torch_function__",
     "has_names", "is_sparse", "_has_symbolic_sizes_strides", "__dlpack__",
+    # global switches that `with torch.no_grad():` and friends flip inside a forward
+    "_set_grad_enabled", "set_grad_enabled", "is_grad_enabled", "is_inference_mode_enabled",
 }
 
 _func_names: dict = {}
@@ -351,7 +373,6 @@ def _load_namespaces():
     global _namespaces_loaded
     import torch.nn.functional as F
 
-    table = {}
     rank = {}
     spaces = [
         ("torch.special.", torch.special), ("torch.fft.", torch.fft),
@@ -370,10 +391,9 @@ def _load_namespaces():
             try:
                 if obj not in rank or score > rank[obj]:
                     rank[obj] = score
-                    table[obj] = (prefix, space)
+                    _func_names[obj] = (prefix, space, attr)
             except TypeError:  # unhashable  # noqa: SIM105
                 pass
-    _func_names.update(table)
     _namespaces_loaded = True
 
 
@@ -382,6 +402,8 @@ def _classify(func):
     name = getattr(func, "__name__", None)
     if name == "__get__":
         return _PROPERTY
+    if name == "__set__":
+        return _SETTER
     if name in _IGNORED_NAMES:
         return _IGNORE
     if not _namespaces_loaded:
@@ -392,8 +414,12 @@ def _classify(func):
         known = _func_names.get(func)
     except TypeError:
         known = None
-    if known is not None and known[1] is not None and hasattr(known[1], name):
-        return known[0] + name  # torch.mm, F.relu, torch.linalg.norm
+    if known is not None:
+        # Equal builtins share one key (torch.mm == torch.dsmm): use the name func calls
+        # itself where the namespace has it, else the attribute it was found under
+        # (torch.linalg.norm calls itself linalg_norm).
+        prefix, space, attr = known
+        return prefix + (name if hasattr(space, name) else attr)
     return _OPERATOR_DUNDERS.get(name, name)  # Tensor methods: abs, sum, view; bool ...
 
 
@@ -418,10 +444,9 @@ class _Recorder(TorchFunctionMode):
     one tight loop (``_build_steps``).
     """
 
-    def __init__(self, paths, ops, max_steps, values):
+    def __init__(self, paths, max_steps, values):
         super().__init__()
         self.paths = paths  # id(module) -> (path, forward written in torch?)
-        self.ops = ops
         self.max_steps = max_steps
         self.values = values
         self.records: list = []
@@ -429,6 +454,13 @@ class _Recorder(TorchFunctionMode):
         self.stack: list = []
         self.calls: dict = {}  # id(module) -> number of calls so far
         self.limit_hit = False
+        self.thread = _get_ident()  # module stand-ins ignore calls from other threads
+        # TensorInfo of tensors seen a moment ago, by id: (tensor, info). A module's
+        # input is usually the last op's output, its layer op reads that same input and
+        # returns the module's output. Parameters stay; other tensors are dropped after
+        # _RECENT newer ones. Any in-place op or attribute write empties it.
+        self.seen: dict = {}
+        self.recent: list = []
 
     # -- values
 
@@ -436,7 +468,10 @@ class _Recorder(TorchFunctionMode):
         if isinstance(obj, Tensor):
             if isinstance(obj, _LazyTensor):  # a lazy layer's parameter before its first call
                 return _tuple_new(PyValue, ("<uninitialized parameter>", None, name))
-            shape = obj.shape
+            try:
+                shape = obj.shape
+            except RuntimeError:  # e.g. a nested (jagged) tensor has no single shape
+                return _tuple_new(PyValue, (f"<{_tensor_kind(obj)}>", None, name))
             if not shape:
                 return _tuple_new(TensorInfo, (shape, obj.dtype, obj.device, obj.requires_grad,
                                                _scalar(obj), name, None))
@@ -445,12 +480,8 @@ class _Recorder(TorchFunctionMode):
         t = type(obj)
         if obj is None or t is bool or t is int or t is float:
             return _tuple_new(PyValue, (None, obj, name))
-        if t is tuple:
-            for o in obj:
-                if type(o) is not int:
-                    break
-            else:
-                return _tuple_new(PyValue, (None, obj, name))  # stride=(1, 1): kept as is
+        if t is tuple and _all_ints(obj):
+            return _tuple_new(PyValue, (None, obj, name))  # stride=(1, 1): kept as is
         return _tuple_new(PyValue, (_short_repr(obj), None, name))
 
     def _flatten(self, obj, out, name=None):
@@ -475,20 +506,38 @@ class _Recorder(TorchFunctionMode):
 
     def _values_of(self, args, kwargs):
         out = []
+        append = out.append
+        values = self.values
         try:
+            seen = self.seen
             for a in args:
-                if isinstance(a, Tensor):
+                t = type(a)
+                if t is Tensor or t is _Parameter:
+                    known = seen.get(id(a))
+                    if known is not None and known[0] is a:
+                        append(known[1])
+                        continue
                     s = a.shape
-                    if s and not self.values:
-                        out.append(_tuple_new(TensorInfo, (s, a.dtype, a.device,
-                                                           a.requires_grad, None, None, None)))
+                    if s and not values:
+                        info = _tuple_new(TensorInfo, (s, a.dtype, a.device, a.requires_grad,
+                                                       None, None, None))
+                        self._remember(a, info, t is _Parameter)
+                        append(info)
                     else:
-                        out.append(self._value(a))
-                elif a is None or type(a) in _ATOMIC:
-                    out.append(_tuple_new(PyValue, (None, a, None)))
+                        append(self._value(a))
+                elif a is None:
+                    append(_NONE)
+                elif t is int or t is bool or (t is float and a) or (t is tuple and _all_ints(a)):
+                    # (not 0.0: it equals -0.0, which must keep its sign)
+                    v = _plain_values.get((t, a))
+                    if v is None:
+                        v = _tuple_new(PyValue, (None, a, None))
+                        if len(_plain_values) < 4096:
+                            _plain_values[(t, a)] = v
+                    append(v)
                 else:
                     self._flatten(a, out)
-        except RuntimeError:  # e.g. the shape of a lazy layer's uninitialized parameter
+        except RuntimeError:  # a metadata read failed (a lazy parameter, a nested tensor)
             out = []
             for a in args:
                 self._flatten(a, out)
@@ -497,39 +546,113 @@ class _Recorder(TorchFunctionMode):
                 self._flatten(v, out, k)
         return out
 
+    def _outputs(self, result, rec, args):
+        """Record what an op or a module call returned (and whether it was in place)."""
+        if isinstance(result, Tensor):
+            try:
+                s = result.shape
+            except RuntimeError:
+                s = None
+            if s and not self.values and type(result) is Tensor:
+                known = self.seen.get(id(result))
+                if known is not None and known[0] is result:
+                    rec[_OUTPUTS] = [known[1]]
+                else:
+                    info = _tuple_new(TensorInfo, (s, result.dtype, result.device,
+                                                   result.requires_grad, None, None, None))
+                    self._remember(result, info, False)
+                    rec[_OUTPUTS] = [info]
+            else:
+                rec[_OUTPUTS] = [self._value(result)]
+            for a in args:
+                if a is result:
+                    rec[_INPLACE] = True
+                    break
+        else:
+            outs = []
+            self._flatten(result, outs)
+            rec[_OUTPUTS] = outs
+
+    def _remember(self, tensor, info, keep):
+        self.seen[id(tensor)] = (tensor, info)
+        if not keep:
+            recent = self.recent
+            recent.append(id(tensor))
+            if len(recent) > _RECENT:
+                key = recent.pop(0)
+                known = self.seen.get(key)
+                if known is not None and type(known[0]) is not _Parameter:
+                    del self.seen[key]
+
+    def _forget(self):
+        """Something may have changed a tensor's shape, dtype or flags in place."""
+        self.seen.clear()
+        self.recent.clear()
+
     # -- records
 
-    def _record(self, kind, name, inputs, frame, module=None):
-        """Append a raw record. ``frame`` made the call: for an op, the caller of the
-        torch function; for a module, its ``nn.Module.__call__``.
+    def _limit(self):
+        self.limit_hit = True
+        raise TraceLimitError(
+            f"trace stopped after max_steps={self.max_steps} steps: the forward pass is "
+            "longer than the guard allows (an endless loop?). Pass a larger max_steps "
+            "to trace further."
+        )
 
-        The record's source is the innermost frame outside torch and outside this package.
-        If torch's own module code stands in between (``F.linear`` called by
-        ``nn.Linear.forward``, or a layer called by ``nn.Sequential.forward``) the record
-        is nested: its offset is stored negated (-1 - offset), an op is then ``internal``
-        (hidden by default), and neither gets a loop pass or an operator name.
+    def _site(self, frame, top):
+        """(code, lasti) of the reader's frame for a call made by ``frame``.
+
+        The source of a record is the innermost frame outside torch and outside this
+        package. If the call comes from torch code inside a module written in torch
+        (``F.linear`` called by ``nn.Linear.forward``, or a layer called by
+        ``nn.Sequential.forward``), the record is nested: it points at the line that
+        called that module, its offset is stored negated (-1 - offset), an op is then
+        ``internal`` (hidden by default), and neither gets a loop pass or an operator
+        name. Ops of a module the model does not register (one kept in a plain list)
+        count as the reader's own: that module has no step of its own to show them.
         """
+        code = frame.f_code
+        lib = _lib_code.get(code)
+        if lib is None:
+            lib = _is_lib(code)
+        if not lib:
+            return code, frame.f_lasti
+        if top is not None and top[1]:
+            return top[2], (top[3] if top[3] < 0 else -1 - top[3])
+        f = frame
+        while f is not None:
+            if not _is_lib(f.f_code):
+                return f.f_code, f.f_lasti
+            f = f.f_back
+        return code, frame.f_lasti  # no reader's frame at all (e.g. `python -m book_src`)
+
+    # -- torch ops
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        try:
+            name = _classified[func]
+        except KeyError:
+            name = _classified[func] = _classify(func)
+        except TypeError:  # unhashable callable
+            name = _classify(func)
+        if kwargs is None:
+            kwargs = _NO_KWARGS
+        if name is _IGNORE:
+            return func(*args, **kwargs)
+        if name is _PROPERTY:
+            return self._property(func, args, kwargs)
+        if name is _SETTER:  # X.data = ..., X.requires_grad = ...
+            self._forget()
+            return func(*args, **kwargs)
         records = self.records
         if len(records) >= self.max_steps:
-            self.limit_hit = True
-            raise TraceLimitError(
-                f"trace stopped after max_steps={self.max_steps} steps: the forward pass is "
-                "longer than the guard allows (an endless loop?). Pass a larger max_steps "
-                "to trace further."
-            )
+            self._limit()
+        inputs = self._values_of(args, kwargs)
+        frame = _getframe(1)  # the caller of the torch function
         code = frame.f_code
         if code is _HANDLE_TF_CODE:  # a Python-level torch function: skip its wrapper
             frame = frame.f_back.f_back
             code = frame.f_code
-        elif code is _CALL_IMPL_CODE or (module is not None and code in _INNER_CODES):
-            # a module call: skip nn.Module.__call__
-            if code is not _CALL_IMPL_CODE:
-                frame = frame.f_back
-            frame = frame.f_back
-            code = frame.f_code
-            if code is _WRAPPED_CALL_IMPL_CODE:
-                frame = frame.f_back
-                code = frame.f_code
         stack = self.stack
         top = stack[-1] if stack else None
         lib = _lib_code.get(code)
@@ -537,83 +660,46 @@ class _Recorder(TorchFunctionMode):
             lib = _is_lib(code)
         if not lib:
             lasti = frame.f_lasti
-        elif top is not None and top[1]:
-            # Called by torch code inside a module written in torch: the reader's line is
-            # the one that called that module.
+        elif top is not None and top[1]:  # torch code inside a module written in torch
             code = top[2]
             lasti = top[3] if top[3] < 0 else -1 - top[3]
-        else:  # walk out to the reader's frame
-            nested = 0
-            f = frame
-            while f is not None:
-                code = f.f_code
-                if code is _CALL_IMPL_CODE:
-                    nested += 1
-                elif not _is_lib(code):
-                    break
-                f = f.f_back
-            if f is None:
-                f = frame
-                code = f.f_code
-            lasti = f.f_lasti if nested == 0 else -1 - f.f_lasti
-        parent = top[0] if top is not None else None
-        if module is None:
-            rec = [0, name, code, lasti, parent, None, None, inputs, None, None, False]
         else:
-            key = id(module)
-            call = self.calls.get(key, 0) + 1
-            self.calls[key] = call
-            rec = [1, name, code, lasti, parent, self.paths.get(key, (None,))[0], call,
-                   inputs, None, None, False]
+            code, lasti = self._site(frame, top)
+        rec = [0, name, code, lasti, None if top is None else top[0], None, None, inputs,
+               None, None, False]
         records.append(rec)
-        return rec
-
-    # -- torch ops
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if kwargs is None:
-            kwargs = {}
-        try:
-            name = _classified[func]
-        except KeyError:
-            name = _classified[func] = _classify(func)
-        except TypeError:  # unhashable callable
-            name = _classify(func)
-        if name is _IGNORE or not self.ops:
-            return func(*args, **kwargs)
-        if name is _PROPERTY:
-            result = func(*args, **kwargs)
-            if isinstance(result, Tensor) and self.stack:
-                attr = getattr(getattr(func, "__self__", None), "__name__", "attr")
-                if attr not in ("grad", "_base"):
-                    rec = self._record(0, "." + attr, self._values_of(args, None),
-                                       _getframe(1))
-                    rec[_OUTPUTS] = [self._value(result)]
-            return result
-        rec = self._record(0, name, self._values_of(args, kwargs), _getframe(1))
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
             rec[_ERROR] = _error_text(exc)
             raise
-        if isinstance(result, Tensor):
-            s = result.shape
-            if s and not self.values:
-                rec[_OUTPUTS] = [_tuple_new(TensorInfo, (s, result.dtype, result.device,
-                                                         result.requires_grad, None, None,
-                                                         None))]
-            else:
-                rec[_OUTPUTS] = [self._value(result)]
-            if args and result is args[0]:
+        if result is None:
+            rec[_OUTPUTS] = [_NONE]
+            if args:  # __setitem__ and friends change their first argument
                 rec[_INPLACE] = True
+                self._forget()
         else:
-            outs = []
-            self._flatten(result, outs)
-            rec[_OUTPUTS] = outs
-            if result is None and args:  # __setitem__ and friends change their first arg
-                rec[_INPLACE] = True
-        if kwargs and kwargs.get("inplace") is True:
+            if name[-1] == "_" or (args and args[0] is result) or "out" in kwargs:
+                self._forget()  # before the output is looked up: its shape may be new
+            self._outputs(result, rec, args[:1])
+        if kwargs and (kwargs.get("inplace") is True or "out" in kwargs):
             rec[_INPLACE] = True
+        return result
+
+    def _property(self, func, args, kwargs):
+        """An attribute read (``X.T``, ``X.shape``): recorded only if it makes a tensor."""
+        result = func(*args, **kwargs)
+        stack = self.stack
+        if isinstance(result, Tensor) and stack:
+            attr = getattr(getattr(func, "__self__", None), "__name__", "attr")
+            if attr not in ("grad", "_base"):
+                if len(self.records) >= self.max_steps:
+                    self._limit()
+                top = stack[-1]
+                code, lasti = self._site(_getframe(2), top)
+                self.records.append([0, "." + attr, code, lasti, top[0], None, None,
+                                     self._values_of(args, None), [self._value(result)],
+                                     None, False])
         return result
 
     # -- module calls
@@ -624,36 +710,87 @@ class _Recorder(TorchFunctionMode):
         name = type(module).__name__
         stack = self.stack
         records = self.records
+        key = id(module)
+        path = self.paths[key][0]
+        calls = self.calls
+        thread = self.thread
+        max_steps = self.max_steps
+        # torch runs a fused kernel for these in eval mode without autograd, but only
+        # when no TorchFunctionMode is active: such a call runs (and is recorded) without
+        # ours, so that its output stays the same, and its internal ops are not recorded.
+        fastpath = isinstance(module, _FASTPATH_TYPES)
 
         def traced_forward(*args, **kwargs):
+            if _get_ident() != thread:  # another thread's call is not part of this trace
+                return forward(*args, **kwargs)
             with _no_torch_function():
-                rec = recorder._record(1, name, recorder._values_of(args, kwargs),
-                                       _getframe(1), module)
-            stack.append((len(records) - 1, torch_defined, rec[_CODE], rec[_LASTI]))
+                if len(records) >= max_steps:
+                    recorder._limit()
+                inputs = recorder._values_of(args, kwargs)
+                frame = _getframe(1)  # nn.Module._call_impl (or its closure, with hooks)
+                code = frame.f_code
+                if code is _CALL_IMPL_CODE or code in _INNER_CODES:
+                    if code is not _CALL_IMPL_CODE:
+                        frame = frame.f_back
+                    frame = frame.f_back
+                    if frame.f_code is _WRAPPED_CALL_IMPL_CODE:
+                        frame = frame.f_back
+                top = stack[-1] if stack else None
+                code = frame.f_code
+                lib = _lib_code.get(code)
+                if lib is None:
+                    lib = _is_lib(code)
+                if not lib:
+                    lasti = frame.f_lasti
+                else:
+                    code, lasti = recorder._site(frame, top)
+                call = calls[key] = calls.get(key, 0) + 1
+                rec = [1, name, code, lasti, None if top is None else top[0], path, call,
+                       inputs, None, None, False]
+                records.append(rec)
+            stack.append((len(records) - 1, torch_defined, code, lasti))
             try:
-                output = forward(*args, **kwargs)
+                if fastpath and not module.training and not torch.is_grad_enabled():
+                    with _no_torch_function():
+                        output = forward(*args, **kwargs)
+                else:
+                    output = forward(*args, **kwargs)
             except BaseException as exc:
                 rec[_ERROR] = _error_text(exc)
                 raise
             finally:
                 stack.pop()
             with _no_torch_function():
-                if isinstance(output, Tensor):
-                    rec[_OUTPUTS] = [recorder._value(output)]
-                    for a in args:
-                        if a is output:
-                            rec[_INPLACE] = True
-                else:
-                    outs = []
-                    recorder._flatten(output, outs)
-                    rec[_OUTPUTS] = outs
+                recorder._outputs(output, rec, args)
             return output
 
         return traced_forward
 
 
+_FASTPATH_TYPES = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder)
+_NONE = PyValue(None, None)
+_RECENT = 8  # tensors other than parameters whose TensorInfo a recorder keeps at hand
+_NO_KWARGS: dict = {}  # never written to
+_Parameter = nn.Parameter
+_plain_values: dict = {}  # (type, value) -> PyValue: ints, floats, bools, int tuples
+
+
+def _all_ints(items) -> bool:
+    for o in items:  # noqa: SIM110 -- a plain loop is faster than all() on the hot path
+        if type(o) is not int:
+            return False
+    return True
+
+
+def _tensor_kind(t) -> str:
+    if getattr(t, "is_nested", False):
+        return f"nested tensor, {t.dim()} dims, {str(t.dtype).removeprefix('torch.')}"
+    return type(t).__name__
+
+
 _no_torch_function = torch._C.DisableTorchFunction
 _getframe = sys._getframe
+_get_ident = threading.get_ident
 Tensor = torch.Tensor
 
 
@@ -783,112 +920,140 @@ class Trace:
         return json.dumps(self.to_dict(), **kw)
 
 
-def _module_paths(model: nn.Module) -> tuple[dict, list]:
-    """Paths by id(module) (with: is its forward written in torch?), and the (path,
-    module) pairs of ``named_modules()``."""
+def _walk(model: nn.Module) -> tuple[dict, list]:
+    """The model's modules in ``named_modules()`` order, each once: ``paths`` maps
+    id(module) to (path, is its forward written in torch?), ``mods`` lists the (path,
+    module) pairs."""
     paths = {}
-    mods = list(model.named_modules())
-    for path, mod in mods:
-        forward = getattr(type(mod), "forward", None)
-        code = getattr(forward, "__code__", None)
-        paths[id(mod)] = (path, code is not None and _is_lib(code))
+    mods = []
+    todo = [("", model)]
+    lib_types = _lib_types
+    while todo:
+        path, mod = todo.pop()
+        key = id(mod)
+        if key in paths:  # registered in two places: named_modules() keeps the first
+            continue
+        cls = type(mod)
+        lib = lib_types.get(cls)
+        if lib is None:
+            code = getattr(getattr(cls, "forward", None), "__code__", None)
+            lib = lib_types[cls] = code is not None and _is_lib(code)
+        paths[key] = (path, lib)
+        mods.append((path, mod))
+        children = mod._modules
+        if children:
+            prefix = path + "." if path else ""
+            for name, child in reversed(children.items()):
+                if child is not None:
+                    todo.append((prefix + name, child))
     return paths, mods
 
 
-def _numel(p) -> int:
-    """Elements of a parameter; 0 for a lazy layer's parameter not yet initialized."""
-    return 0 if isinstance(p, _Uninitialized) else p.numel()
-
-
+_lib_types: dict = {}  # module class -> is its forward written in torch?
 _Uninitialized = nn.parameter.UninitializedParameter
 _LazyTensor = nn.parameter.UninitializedTensorMixin
 
 
-def _module_infos(paths: dict, mods: list) -> dict:
-    """A ModuleInfo per path (``extra`` filled in later). Built after the forward, so
-    that lazy layers (``nn.LazyLinear``) count the parameters their first call made."""
-    infos = {}
-    params = {}  # path -> {id(parameter): numel} for the whole subtree
-    for path, mod in reversed(mods):  # children come after their parent: go bottom-up
-        own = {id(p): _numel(p) for p in mod._parameters.values() if p is not None}
-        subtree = dict(own)
-        children = []
-        for child in mod._modules.values():
-            cpath = paths.get(id(child), (None,))[0] if child is not None else None
-            if cpath is not None and cpath in params:
-                children.append(cpath)
-                subtree.update(params[cpath])
-        params[path] = subtree
-        infos[path] = ModuleInfo(path, type(mod).__name__, "", sum(subtree.values()),
-                                 sum(own.values()), children)
-    return {p: infos[p] for p, _ in mods}
-
-
-def _fill_module_details(mods, infos, called_paths):
+def _module_table(paths: dict, mods: list, called=None) -> dict:
+    """A ModuleInfo per path, in ``named_modules()`` order. Built after the forward, so
+    that lazy layers (``nn.LazyLinear``) count the parameters their first call made (an
+    uninitialized one counts 0). A parameter or module registered in two places is
+    counted once in every subtree that holds it. ``extra`` is filled in for the root and
+    the ``called`` paths (all, if None)."""
+    own = {}  # path -> [(id, numel)] of the parameters registered on the module itself
+    own_total = {}
+    kids = {}  # path -> child paths
+    refs = 0
+    seen = set()
+    edges = 0
     for path, mod in mods:
-        if path in called_paths or not path:
-            try:
-                infos[path].extra = mod.extra_repr()
-            except Exception:
-                infos[path].extra = ""
+        ps = []
+        n_own = 0
+        for p in mod._parameters.values():
+            if p is not None:
+                n = 0 if isinstance(p, _LazyTensor) else p.numel()
+                ps.append((id(p), n))
+                seen.add(id(p))
+                n_own += n
+        own[path] = ps
+        own_total[path] = n_own
+        refs += len(ps)
+        children = []
+        for c in mod._modules.values():
+            if c is not None:
+                children.append(paths[id(c)][0])
+        kids[path] = children
+        edges += len(children)
+    total = {}
+    if refs == len(seen) and edges == len(mods) - 1:  # a tree: plain sums
+        for path, _ in reversed(mods):  # each child comes after its parent
+            n = own_total[path]
+            for k in kids[path]:
+                n += total[k]
+            total[path] = n
+    else:
+        subtree = {}
+
+        def collect(path):  # {id: numel} of the whole subtree, each tensor once
+            got = subtree.get(path)
+            if got is None:
+                got = subtree[path] = dict(own[path])
+                for k in kids[path]:
+                    got.update(collect(k))
+            return got
+
+        for path, _ in mods:
+            total[path] = sum(collect(path).values())
+    infos = {}
+    for path, mod in mods:
+        extra = _extra_repr(mod) if called is None or path in called or not path else ""
+        infos[path] = ModuleInfo(path, type(mod).__name__, extra, total[path],
+                                 own_total[path], kids[path])
+    return infos
+
+
+def module_table(model: nn.Module) -> dict:
+    """``Trace.modules`` for a model that is not traced: path -> ModuleInfo."""
+    return _module_table(*_walk(model))
 
 
 def _build_steps(records) -> tuple[list, dict]:
     """Turn raw records into Steps: line numbers and text, operator names (``+``, ``/=``,
     ``>``, ``bool``), loop passes, depths and inplace flags. Also returns the source of
     every function a step points into, keyed by (filename, first line)."""
-    line_of: dict = {}  # (code, lasti) -> lineno
-    text_of: dict = {}  # (filename, lineno) -> source line
+    sites: dict = {}  # (code, raw lasti) -> (filename, lineno, text, func, first, label)
     sources: dict = {}
     state: dict = {}  # (parent, code) -> [last line, last offset, {line: passes}]
     passes = []  # (step, state key, line, pass) for direct steps
     steps = []
+    append = steps.append
     for index, r in enumerate(records):
-        code, lasti = r[_CODE], r[_LASTI]
-        direct = lasti >= 0
-        if not direct:
-            lasti = -1 - lasti
-        key = (code, lasti)
-        lineno = line_of.get(key)
-        if lineno is None:
-            lineno = line_of[key] = _line_at(code, lasti)
-        if code is _RUN_CODE:  # no reader's frame at all (e.g. `python -m book_src`)
-            filename, lineno, text, func, first = "", 0, "", "", 0
-        else:
-            filename, func, first = code.co_filename, code.co_name, code.co_firstlineno
-            tkey = (filename, lineno)
-            text = text_of.get(tkey)
-            if text is None:
-                text = text_of[tkey] = linecache.getline(filename, lineno).strip()
-            fkey = (filename, first)
-            if fkey not in sources:
-                sources[fkey] = _function_block(filename, first, func)
-        parent = r[_PARENT]
+        kind, name, code, lasti, parent, path, call, inputs, outputs, error, inplace = r
+        site = sites.get((code, lasti))
+        if site is None:
+            site = sites[(code, lasti)] = _site(code, lasti, sources)
+        filename, lineno, text, func, first, label = site
         if parent is None:
             depth, ppath = 0, ""
         else:
-            depth, ppath = steps[parent].depth + 1, steps[parent].path
-        is_op = r[_KIND] == 0
-        name = r[_NAME]
-        inplace = r[_INPLACE]
-        if direct and is_op:
-            label = _labels_for(code).get(lasti)
+            up = steps[parent]
+            depth, ppath = up.depth + 1, up.path
+        if kind == 0:  # an op
             if label is not None:
                 name = label
                 if label in _INPLACE_OPERATORS:
                     inplace = True
-        if is_op and not inplace and name.endswith("_") and not name.endswith("__"):
-            inplace = True
-        outputs = r[_OUTPUTS]
-        step = Step(
-            index, "op" if is_op else "module", name,
-            ppath if is_op else (r[_PATH] if r[_PATH] is not None else ppath),
-            depth, parent, r[_CALL], r[_INPUTS], outputs or [],
-            filename, lineno, text, func, first,
-            None, inplace, r[_ERROR], is_op and not direct, None if is_op else name,
-        )
-        steps.append(step)
-        if direct:
+            if not inplace and name.endswith("_") and not name.endswith("__"):
+                inplace = True
+            step = Step(index, "op", name, ppath, depth, parent, None, inputs,
+                        outputs or [], filename, lineno, text, func, first, None, inplace,
+                        error, lasti < 0)
+        else:
+            step = Step(index, "module", name, ppath if path is None else path, depth,
+                        parent, call, inputs, outputs or [], filename, lineno, text, func,
+                        first, None, inplace, error, False, name)
+        append(step)
+        if lasti >= 0:
             # A new pass over a line starts when the line is entered from another line,
             # or when execution jumped back (a one-line loop body).
             skey = (parent, code)
@@ -896,15 +1061,31 @@ def _build_steps(records) -> tuple[list, dict]:
             if st is None:
                 st = state[skey] = [lineno, lasti, {lineno: 1}]
             elif st[0] != lineno or lasti <= st[1]:
-                st[2][lineno] = st[2].get(lineno, 0) + 1
+                seen = st[2]
+                seen[lineno] = seen.get(lineno, 0) + 1
                 st[0], st[1] = lineno, lasti
             else:
                 st[1] = lasti
-            passes.append((step, skey, lineno, st[2][lineno]))
-    for step, skey, lineno, n in passes:
-        if state[skey][2][lineno] > 1:
+            passes.append((step, st[2], lineno, st[2][lineno]))
+    for step, seen, lineno, n in passes:
+        if seen[lineno] > 1:
             step.iteration = n
     return steps, sources
+
+
+def _site(code, lasti, sources) -> tuple:
+    """Where a record points: (filename, lineno, line text, function, its first line,
+    operator label). A negative ``lasti`` (-1 - offset) marks a nested record: no
+    operator label. Also puts the function's source into ``sources``."""
+    if code is _RUN_CODE:  # no reader's frame at all (e.g. `python -m book_src`)
+        return "", 0, "", "", 0, None
+    offset = lasti if lasti >= 0 else -1 - lasti
+    lineno = _line_at(code, offset)
+    filename, func, first = code.co_filename, code.co_name, code.co_firstlineno
+    if (filename, first) not in sources:
+        sources[(filename, first)] = _function_block(filename, first, func)
+    label = _labels_for(code).get(offset) if lasti >= 0 else None
+    return filename, lineno, linecache.getline(filename, lineno).strip(), func, first, label
 
 
 def _line_at(code, lasti) -> int:
@@ -931,7 +1112,7 @@ def _function_block(filename, first, name) -> list[str]:
     return textwrap.dedent("".join(block[:400])).splitlines()
 
 
-def _run(rec, model, mods, args, kwargs):
+def _run(rec, model, mods, args, kwargs, ops=True):
     """Call the model once with ``rec`` recording; return (output, error)."""
     # Module calls are recorded by a stand-in `forward` set on each module instance for
     # the duration of the call (and removed in `finally`), not by forward hooks: any
@@ -944,7 +1125,7 @@ def _run(rec, model, mods, args, kwargs):
             original = mod.__dict__.get("forward")
             mod.__dict__["forward"] = rec.wrap(mod, mod.forward, rec.paths[id(mod)][1])
             patched.append((mod, had, original))
-        if not rec.ops:  # module calls only: no TorchFunctionMode, ops run at full speed
+        if not ops:  # module calls only: no TorchFunctionMode, ops run at full speed
             return model(*args, **kwargs), None
         with rec:
             return model(*args, **kwargs), None
@@ -959,6 +1140,7 @@ def _run(rec, model, mods, args, kwargs):
 
 
 _RUN_CODE = _run.__code__
+_LOCK = threading.RLock()
 
 
 def trace(model, *args, ops: bool = True, max_steps: int | None = DEFAULT_MAX_STEPS,
@@ -989,12 +1171,13 @@ def trace(model, *args, ops: bool = True, max_steps: int | None = DEFAULT_MAX_ST
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        paths, mods = _module_paths(model)
-        rec = _Recorder(paths, ops, max_steps, values)
-        output, error = _run(rec, model, mods, args, kwargs)
+        paths, mods = _walk(model)
+        rec = _Recorder(paths, max_steps, values)
+        with _LOCK:  # traces from several threads take turns: each patches the modules
+            output, error = _run(rec, model, mods, args, kwargs, ops)
         steps, sources = _build_steps(rec.records)
-        infos = _module_infos(paths, mods)  # after the forward: lazy layers are built now
-        _fill_module_details(mods, infos, {s.path for s in steps if s.kind == "module"})
+        # after the forward: lazy layers are built now
+        infos = _module_table(paths, mods, {s.path for s in steps if s.kind == "module"})
     finally:
         if gc_was_enabled:
             gc.enable()

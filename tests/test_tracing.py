@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -522,3 +523,176 @@ def test_a_lazy_layer_never_reached_counts_zero_parameters():
     assert t.error is not None and t.failed_step.name == "@"
     assert t.modules["lazy"].params == 0 and t.modules[""].params == 0
     assert "not called" in str(t.summary())
+
+
+# ----------------------------------------------------- edge cases found in review
+
+
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode"])
+def test_attention_fast_path_output_is_identical(context):
+    # In eval mode without autograd torch runs fused kernels for these modules, but only
+    # when no TorchFunctionMode is active; the trace must not change which path runs.
+    torch.manual_seed(0)
+    X = torch.randn(2, 5, 8)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True).eval()
+    encoder = nn.TransformerEncoder(
+        nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True), 2,
+        enable_nested_tensor=False).eval()
+    ctx = torch.no_grad if context == "no_grad" else torch.inference_mode
+    for net, args in ((mha, (X, X, X)), (layer, (X,)), (encoder, (X,))):
+        with ctx():
+            expected = net(*args)
+            t = trace(net, *args)
+        assert t.error is None
+        out, exp = (t.output[0], expected[0]) if net is mha else (t.output, expected)
+        assert torch.equal(out, exp), type(net).__name__
+        assert t.steps[0].output_shapes[0] == (2, 5, 8)
+
+
+def test_ops_of_modules_kept_in_a_plain_list_are_the_readers_own():
+    class ListNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = [nn.Linear(4, 4), nn.Linear(4, 2)]  # not registered
+
+        def forward(self, X):
+            for layer in self.layers:
+                X = layer(X)
+            return X
+
+    t = trace(ListNet(), torch.randn(3, 4))
+    shown = [s for s in t.view() if s.kind == "op"]
+    assert [s.name for s in shown] == ["F.linear", "F.linear"]
+    assert [s.line for s in shown] == ["X = layer(X)"] * 2
+    assert [s.iteration for s in shown] == [1, 2]
+    assert [s.output_shapes for s in shown] == [[(3, 4)], [(3, 2)]]
+
+
+def _oracle_table(model):
+    """Parameter counts and children per path, from PyTorch itself."""
+    paths = {id(m): p for p, m in model.named_modules()}
+    return {p: (sum(q.numel() for q in m.parameters()),
+                [paths[id(c)] for c in m._modules.values() if c is not None])
+            for p, m in model.named_modules()}
+
+
+def test_module_table_counts_shared_modules_and_parameters_once():
+    shared = nn.Linear(3, 3)  # registered at "a" first, then inside "blk"
+    net = nn.Sequential()
+    net.add_module("a", shared)
+    net.add_module("blk", nn.Sequential(shared, nn.ReLU(), nn.Linear(3, 2)))
+    tied = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    tied[1].weight = tied[0].weight
+    for model, X in ((net, torch.randn(1, 3)), (tied, torch.randn(1, 2)),
+                     (chimera(), torch.randn(1, 20))):
+        t = trace(model, X)
+        assert {p: (i.params, i.children) for p, i in t.modules.items()} == _oracle_table(model)
+    assert trace(net, torch.randn(1, 3)).modules["blk"].params == 12 + 8
+
+
+def test_another_threads_calls_are_not_recorded_and_traces_take_turns():
+    import threading
+
+    class Slow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, X):
+            started.set()
+            go.wait(5)
+            return self.lin(X)
+
+    net = Slow()
+    X = torch.randn(2, 4)
+    started, go = threading.Event(), threading.Event()
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault("t", trace(net, X)))
+    worker.start()
+    started.wait(5)
+    go.set()
+    untraced = net.lin(X)  # another thread's call while the trace runs: not recorded
+    worker.join(5)
+    t = result["t"]
+    assert [s.path for s in t.view("modules")] == ["", "lin"]
+    assert torch.equal(untraced, net.lin(X))
+    # two traces at once, from two threads: each complete, the model left clean
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(trace(net, X))) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(10)
+    assert [len(x.view("modules")) for x in out] == [2, 2]
+    assert all("forward" not in m.__dict__ for m in net.modules())
+
+
+def test_metadata_that_cannot_be_read_does_not_break_the_forward():
+    class Nested(nn.Module):
+        def forward(self, X):
+            nt = torch.nested.nested_tensor([X[0, :2], X[1]])
+            return nt.to_padded_tensor(0.0) * 2
+
+    X = torch.randn(2, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nested tensors are a prototype API
+        t = trace(Nested(), X)
+    assert t.error is None
+    assert torch.equal(t.output, Nested()(X))
+    pad = [s for s in t.steps if s.name == "to_padded_tensor"]
+    assert pad and "nested tensor" in pad[0].inputs[0].text
+    assert pad[0].output_shapes == [(2, 3)]
+
+    class Complex(nn.Module):
+        def forward(self, X):
+            return (X * 1j).sum()
+
+    t = trace(Complex(), torch.ones(2))
+    assert t.steps[-1].value == 2j
+    assert json.loads(t.to_json())["steps"][-1]["outputs"][0]["value"] == "2j"
+
+
+def test_names_of_namespaced_functions_as_the_reader_wrote_them():
+    class Spaces(nn.Module):
+        def forward(self, X):
+            a = torch.linalg.norm(X)
+            b = torch.special.expit(X)
+            c = torch.fft.fft(X)
+            with torch.no_grad():
+                d = torch.mm(X, X.T)
+            return a, b, c, d
+
+    t = trace(Spaces(), torch.randn(3, 3))
+    assert [s.name for s in t.view() if s.kind == "op"] == [
+        "torch.linalg.norm", "torch.special.expit", "torch.fft.fft", ".T", "torch.mm"]
+
+
+def test_shapes_changed_in_place_are_recorded_as_they_are_after_the_change():
+    class Reshaper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+            self.p = nn.Parameter(torch.zeros(2))
+
+        def forward(self, X):
+            Y = self.lin(X)
+            Y.unsqueeze_(0)  # (2, 3) -> (1, 2, 3), same tensor object
+            Z = Y * 2
+            out = torch.empty(0)
+            torch.mul(Z.detach(), 3, out=out)  # resizes `out` to (1, 2, 3)
+            a = self.p * 1
+            self.p.data = torch.zeros(4)  # an attribute write changes the shape
+            b = self.p * 1
+            return out + 1, a, b
+
+    t = trace(Reshaper(), torch.randn(2, 3))
+    assert t.error is None
+    ops = [s for s in t.view() if s.kind == "op"]
+    by = {s.name: s for s in ops}
+    assert by["unsqueeze_"].input_shapes[0] == (2, 3)
+    assert by["unsqueeze_"].output_shapes == [(1, 2, 3)]
+    assert [s.input_shapes[0] for s in ops if s.name == "*"] == [(1, 2, 3), (2,), (4,)]
+    assert [s.output_shapes for s in ops if s.name == "torch.mul"] == [[(1, 2, 3)]]
+    assert by["+"].input_shapes[0] == (1, 2, 3)
+    assert t.steps[0].output_shapes == [(1, 2, 3), (2,), (4,)]

@@ -3,7 +3,7 @@
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_tracing import _hook_shapes, _post_order_modules, _state
+from test_tracing import _hook_shapes, _oracle_table, _post_order_modules, _state
 from torch import nn
 
 from book_src import trace
@@ -67,6 +67,8 @@ def test_random_stacks_match_pytorch(case, training):
     assert _state(model) == before
     # every module call, with the shapes independent hooks see, in the same order
     assert [s.output_shapes for s in _post_order_modules(t)] == _hook_shapes(model, X)
+    # the module table: parameters and children as PyTorch counts them
+    assert {p: (i.params, i.children) for p, i in t.modules.items()} == _oracle_table(model)
     # the tree is consistent: indices, parents, depths, paths
     names = dict(model.named_modules())
     for i, s in enumerate(t.steps):
