@@ -149,6 +149,16 @@ def _rows(trace, view):
     return rows
 
 
+_HEADS = {"index": "#", "label": "step", "io": "in → out", "value": "value", "pass": "pass",
+          "line": "line"}
+
+
+def _columns(rows) -> list:
+    """The table's columns: "value" and "pass" only if some row has one."""
+    return [c for c in ("index", "label", "io", "value", "pass", "line")
+            if c not in ("value", "pass") or any(r[c] for r in rows)]
+
+
 def trace_text(trace, view: str = "default", max_rows: int | None = 400,
                width: int | None = 88, line_width: int | None = None) -> str:
     """A plain-text table of the steps of one view, about ``width`` characters wide (the
@@ -156,10 +166,9 @@ def trace_text(trace, view: str = "default", max_rows: int | None = 400,
     room that is left, at least 20 characters, at most ``line_width``. ``width=None``:
     no limit (the command line). The stepper and ``trace_html`` show everything."""
     rows = _rows(trace, view)
-    head = {"index": "#", "label": "step", "io": "in → out", "value": "value", "pass": "pass",
-            "line": "line"}
-    cols = ["index", "label", "io", "value", "pass", "line"]
+    head = _HEADS
     shown = rows if max_rows is None else rows[:max_rows]
+    cols = _columns(shown)
     for r in shown:
         if r["step"].error:
             r["label"] = r["label"] + "  ✗"
@@ -232,10 +241,16 @@ STYLE = """<style>
 .lb-row {
   display:flex;gap:14px;flex-wrap:wrap;align-items:flex-start;
 }
+.lb-code {
+  flex:1 1 360px;max-width:560px;min-width:0;
+}
+.lb-via {
+  color:#555;font-size:12px;margin-bottom:2px;
+}
 .lb-src {
   margin:0;padding:6px 8px;background:#f6f8fa;border-radius:4px;
   font:12px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
-  white-space:pre;overflow-x:auto;max-width:560px;flex:1 1 360px;
+  white-space:pre;overflow-x:auto;
 }
 .lb-src .lb-cur {
   background:#fff3b0;font-weight:700;display:inline-block;min-width:100%;
@@ -308,13 +323,14 @@ def trace_html(trace, view: str = "default", max_rows: int | None = 2000,
     """A static HTML table of the steps of one view (escaped)."""
     rows = _rows(trace, view)
     shown = rows if max_rows is None else rows[:max_rows]
+    cols = _columns(shown)
     out = [STYLE if with_style else "",
            f'<table class="lb-table"><caption style="text-align:left">Trace of '
            f"{esc(trace.model_name)}: {len(trace.steps)} steps"
            + (f", {len(rows)} in view “{esc(view)}”" if len(rows) != len(trace.steps) else "")
            + "</caption>",
-           "<thead><tr><th>#</th><th>step</th><th>in → out</th><th>value</th><th>pass</th>"
-           "<th>line</th></tr></thead><tbody>"]
+           "<thead><tr>" + "".join(f"<th>{_HEADS[c]}</th>" for c in cols) + "</tr></thead>"
+           "<tbody>"]
     for r in shown:
         s = r["step"]
         cls = ["lb-mod" if s.kind == "module" else "lb-op"]
@@ -322,12 +338,13 @@ def trace_html(trace, view: str = "default", max_rows: int | None = 2000,
             cls.append("lb-err")
         mark = " ✗" if s.error else ""
         title = f' title="{esc(s.error)}"' if s.error else ""
-        out.append(
-            f'<tr class="{" ".join(cls)}"{title}><td>{r["index"]}</td>'
-            f'<td class="lb-name">{esc(r["label"])}{mark}</td><td class="lb-wrap">{esc(r["io"])}'
-            f'</td><td>{esc(r["value"])}</td><td>{r["pass"]}</td>'
-            f'<td class="lb-wrap">{esc(r["line"])}</td></tr>'
-        )
+        cells = {"index": f"<td>{r['index']}</td>",
+                 "label": f'<td class="lb-name">{esc(r["label"])}{mark}</td>',
+                 "io": f'<td class="lb-wrap">{esc(r["io"])}</td>',
+                 "value": f"<td>{esc(r['value'])}</td>", "pass": f"<td>{r['pass']}</td>",
+                 "line": f'<td class="lb-wrap">{esc(r["line"])}</td>'}
+        out.append(f'<tr class="{" ".join(cls)}"{title}>'
+                   + "".join(cells[c] for c in cols) + "</tr>")
     out.append("</tbody></table>")
     if len(rows) > len(shown):
         out.append(f"<p>… {len(rows) - len(shown)} more steps not shown.</p>")
@@ -439,6 +456,31 @@ def _at_line(step) -> str:
     return f", line {step.lineno}" if step.lineno else ""
 
 
+def _via(trace, step) -> str:
+    """For a step made inside PyTorch's own code (a layer's op, or a child called by
+    ``nn.Sequential.forward``): the torch code in between, since the source shown is the
+    line of the reader's code that called it."""
+    parent = trace.steps[step.parent] if step.parent is not None else None
+    if parent is None or parent.kind != "module":
+        return ""
+    if step.kind == "op" and not step.internal:
+        return ""
+    if step.kind == "module" and (step.filename, step.lineno, step.func_firstlineno) != (
+            parent.filename, parent.lineno, parent.func_firstlineno):
+        return ""
+    return (f'<div class="lb-via">inside PyTorch’s {esc(parent.name)}.forward, '
+            "called by the marked line</div>")
+
+
+def _where(step) -> str:
+    """``forward · line 16``, or ``cell · line 3`` for code typed in a notebook cell."""
+    func = step.func_name
+    if func == "<module>":
+        name = step.filename.rsplit("/", 1)[-1]
+        func = "cell" if "ipykernel" in step.filename or name.startswith("<") else name
+    return f"{func} · line {step.lineno}"
+
+
 def _source(trace, step, context: int = 4, width: int = 88) -> str:
     lines = trace.source_of(step)
     if not step.lineno:
@@ -474,16 +516,19 @@ def _box(v, cls) -> str:
     rows, cols = math.prod(shape[:k]), math.prod(shape[k:])
     w = max(6, min(90, round(6 * math.sqrt(max(cols, 1)))))
     h = max(6, min(60, round(6 * math.sqrt(max(rows, 1)))))
-    dtype = "" if v.dtype_name == "float32" else f" {v.dtype_name}"
     value = f" = {_num(v.value)}" if v.value is not None else ""
-    label = f"{fmt_shape(shape)}{dtype}{value}"
+    label = f"{fmt_shape(shape)} {v.dtype_name}{value}"
     preview = ""
     if v.preview:  # trace(..., values=True): the first few numbers
-        more = ", …" if v.numel > len(v.preview) else ""
-        preview = ('<span class="lb-preview">[' + esc(", ".join(_num(x) for x in v.preview[:6]))
+        shown = v.preview[:_PREVIEW]
+        more = ", …" if v.numel > len(shown) else ""
+        preview = ('<span class="lb-preview">[' + esc(", ".join(_num(x) for x in shown))
                    + esc(more) + "]</span>")
     return (f'<span class="lb-box {cls}"><span class="lb-rect" style="width:{w}px;height:{h}px">'
             f"</span>{esc(label)}{preview}</span>")
+
+
+_PREVIEW = 6  # numbers of a tensor shown under its box
 
 
 def _shapes(step) -> str:
@@ -552,7 +597,7 @@ def step_html(trace, step, position: str = "") -> str:
     # also counts the hidden steps) is added only when it differs
     meta = [f"step {position}" if position else f"step {step.index}"]
     if position and not position.startswith(f"{step.index + 1} of"):
-        meta.append(f"#{step.index} in the full trace")
+        meta.append(f"trace step #{step.index}")
     meta.append(kind)
     if step.kind == "module" and step.call:
         meta.append(f"call {step.call}")
@@ -561,7 +606,7 @@ def step_html(trace, step, position: str = "") -> str:
     if step.inplace:
         meta.append("in place")
     if step.lineno:
-        meta.append(f"{step.func_name} · line {step.lineno}")
+        meta.append(_where(step))
     err = ""
     if step.error:
         meta.append("FAILED")
@@ -570,7 +615,8 @@ def step_html(trace, step, position: str = "") -> str:
     return (
         f'<div class="{cls}"><div class="lb-crumb">{_crumb(trace, step)}</div>'
         f'<div class="lb-meta">{esc(" · ".join(meta))}</div>'
-        f'<div class="lb-row">{_source(trace, step)}<div class="lb-side">'
+        f'<div class="lb-row"><div class="lb-code">{_via(trace, step)}{_source(trace, step)}'
+        f'</div><div class="lb-side">'
         f'<div class="lb-expr">{_nowrap_shapes(esc(step_expr(step, trace)))}</div>'
         f'{_shapes(step)}'
         f'<div class="lb-h">modules</div>{_tree(trace, step)}</div></div>{err}</div>'

@@ -21,7 +21,8 @@ __all__ = ["Stepper", "show", "parse_shapes", "MAX_EMBEDDED"]
 
 MAX_EMBEDDED = 300  # steps pre-rendered into one stepper; larger traces are collapsed
 TABLE_ROWS = 400  # rows of the table under a stepper (print(trace) shows them all)
-_VIEWS = {"default": "ops you wrote", "all": "all ops", "modules": "modules only"}
+_VIEWS = {"default": "layers and your ops", "all": "also the ops inside layers",
+          "modules": "module calls only"}
 
 
 def parse_shapes(text: str) -> list[tuple[int, ...]]:
@@ -53,19 +54,24 @@ def _like(example, shape):
 
 def _collapse(t: Trace, view: str, limit: int):
     """The steps to embed and a note saying what was left out, if anything: the view
-    itself if it fits, else its module calls, else those at depth ≤ d for the deepest d
-    that fits (d ≥ 1), else the first ``limit`` steps."""
+    itself if it fits; else its module calls, or those at depth ≤ d for the deepest d
+    that fits, if that leaves a good part of the trace to step through (at least a
+    quarter of ``limit`` steps); else the first ``limit`` steps."""
     steps = t.view(view)
     if len(steps) <= limit:
         return steps, ""
     too_many = f"{len(steps):,} steps are too many to step through here: showing "
+    enough = max(2, limit // 4)
     mods = t.view("modules")
-    if len(mods) <= limit:
-        return mods, too_many + f"the {len(mods)} module calls (the table lists every step)."
-    for depth in range(max(s.depth for s in mods) - 1, 0, -1):
+    if enough <= len(mods) <= limit:
+        return mods, too_many + f"the {len(mods)} module calls."
+    for depth in range(max((s.depth for s in mods), default=0) - 1, 0, -1):
         shallow = [s for s in mods if s.depth <= depth]
         if len(shallow) <= limit:
-            return shallow, too_many + f"the {len(shallow)} module calls at depth ≤ {depth}."
+            if len(shallow) >= enough:
+                return shallow, too_many + (f"the {len(shallow)} module calls at depth "
+                                            f"≤ {depth}.")
+            break
     return steps[:limit], too_many + f"the first {limit}."
 
 
@@ -166,9 +172,13 @@ class Stepper:
             state = f' — <b style="color:#8a1111">✗ failed{where}</b>'
         hint = ("" if self.live else
                 " · run this page in Jupyter to re-trace with other input shapes")
+        hidden = len(t.steps) - len(t.view(self.view))
+        shown = _VIEWS[self.view]
+        if hidden:
+            shown += f"; {hidden} ops {'inside layers ' if self.view == 'default' else ''}hidden"
         self.header.value = (
             render.STYLE
-            + f"<div><b>{render.esc(title)}</b>: {n} steps ({_VIEWS[self.view]})"
+            + f"<div><b>{render.esc(title)}</b>: {n} steps ({render.esc(shown)})"
             + state + f'<span style="color:#666">{hint}</span></div>'
             + (f'<div style="color:#555">{render.esc(note)}</div>' if note else "")
         )

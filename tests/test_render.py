@@ -58,7 +58,7 @@ def test_step_view_marks_line_pass_breadcrumb_and_tree():
     assert 'MySequential<span class="lb-sep">›</span>2 · Linear(8 → 10)' in html
     assert '<span class="lb-cur">▶' in html and "X = block(X)" in html and "← pass 3" in html
     # counted in the stepper's view, with the full trace's index since they differ
-    assert "loop pass 3" in html and "step 4 of 5 · #5 in the full trace" in html
+    assert "loop pass 3" in html and "step 4 of 5 · trace step #5" in html
     assert "#0 in" not in render.step_html(t, t.steps[0], "1 of 5")
     assert '<li class="lb-here">▶ ' in html and "2 · Linear(8 → 10)</li>" in html
     assert "(2, 8)" in html and "(2, 10)" in html
@@ -117,3 +117,48 @@ def test_shape_boxes_grow_with_the_number_of_elements():
     assert area((1, 64, 8, 8)) > area((1, 3, 32, 32))
     assert area((2, 20)) < area((2, 40)) < area((4, 40))
     assert area((16, 5, 5)) > area((16,))
+
+
+def test_a_short_hostile_extra_repr_is_shown_escaped_in_labels():
+    class Short(nn.Module):  # short enough to be shown as Type(extra) in labels
+        def extra_repr(self):
+            return "<b onclick=x>"
+
+        def forward(self, X):
+            return X * 2
+
+    t = trace(nn.Sequential(Short()), torch.randn(2, 2))
+    html = "".join(render.step_html(t, s) for s in t.steps)
+    assert "Short(&lt;b onclick=x&gt;)" in html and "<b onclick" not in html
+
+
+def test_steps_inside_torch_code_say_where_they_ran():
+    t = traced_my_sequential()
+    child = t.view("modules")[1]  # 0 · Linear, called by MySequential's own forward
+    assert "lb-via" not in render.step_html(t, child)
+    t = trace(nn.Sequential(nn.Linear(4, 2), nn.ReLU()), torch.randn(1, 4))
+    child = t.view("modules")[1]
+    assert "inside PyTorch’s Sequential.forward" in render.step_html(t, child)
+    inner = [s for s in t.steps if s.internal][0]  # F.linear inside nn.Linear
+    assert "inside PyTorch’s Linear.forward" in render.step_html(t, inner)
+
+
+def test_boxes_show_dtype_and_previews_end_in_an_ellipsis_only_when_cut():
+    from book_src.tracing import TensorInfo
+
+    short = render._box(TensorInfo((3,), torch.float32, "cpu", False, preview=[1, 2, 3]), "x")
+    assert "(3,) float32" in short and "[1, 2, 3]" in short and "…" not in short
+    cut = render._box(TensorInfo((8,), torch.int64, "cpu", False,
+                                 preview=[1, 2, 3, 4, 5, 6, 7, 8]), "x")
+    assert "(8,) int64" in cut and "[1, 2, 3, 4, 5, 6, …]" in cut
+
+
+def test_tables_leave_out_empty_value_and_pass_columns():
+    t = trace(nn.Sequential(nn.Linear(4, 2)), torch.randn(1, 4))
+    head = t.to_text().splitlines()[1].split()
+    assert "value" not in head and "pass" not in head and "line" in head
+    assert "<th>value</th>" not in t._repr_html_()
+    torch.manual_seed(0)
+    t = trace(FixedHiddenMLP(), torch.rand(2, 20))
+    assert {"value", "pass"} <= set(t.to_text().splitlines()[1].split())
+    assert "<th>value</th>" in t._repr_html_() and "<th>pass</th>" in t._repr_html_()

@@ -9,7 +9,10 @@ is walked together with the DOM (a Box's children are its element's children, in
 Stack shows only its selected child), which finds the element of every Stack, slider and
 Play whatever the layout around them. An output that contains a Stack is a stepper: it
 must also contain a slider and a Play, and the visible text of its Stacks must change
-after ArrowRight on the first slider and again after pressing the first Play.
+after ArrowRight on the first slider and again after pressing the first Play. For the
+book's own steppers (class ``lb-stepper``) the view must also say "step 2 of N" after
+ArrowRight and "step 1 of N" after Home (N from the slider's state), and the Play
+buttons and the slider handle must have accessible names.
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ FIND_WIDGETS_JS = f"""() => {{
     const area = script.previousElementSibling;
     const root = area && area.classList.contains('widget-subarea') ? area.firstElementChild : null;
     const found = {{index: v, model: modelId, rendered: !!root, stacks: [], sliders: [],
-                   plays: [], models: [], problems: []}};
+                   plays: [], models: [], problems: [], slider_max: [],
+                   book_stepper: !!(root && (root.classList.contains('lb-stepper') ||
+                                             root.querySelector('.lb-stepper')))}};
     function walk(id, el, path) {{
       const model = state[id];
       if (!model) {{
@@ -68,7 +73,10 @@ FIND_WIDGETS_JS = f"""() => {{
       el.dataset.lbWidget = key;
       found.models.push(name);
       if (name === 'StackModel') found.stacks.push(key);
-      if (/SliderModel$/.test(name)) found.sliders.push(key);
+      if (/SliderModel$/.test(name)) {{
+        found.sliders.push(key);
+        found.slider_max.push(model.state.max);
+      }}
       if (name === 'PlayModel') found.plays.push(key);
       const children = (model.state.children || []).map(ref);
       if (BOXES.has(name)) {{
@@ -89,6 +97,14 @@ STACK_TEXT_JS = """(keys) => keys.map(k =>
     document.querySelector(`[data-lb-widget="${k}"]`).innerText.trim()).join('\\n---\\n')"""
 
 CHANGED_JS = f"""([keys, before]) => ({STACK_TEXT_JS})(keys) !== before"""
+
+# aria-label (or visible text) of the Play buttons and of the slider's handle
+ACCESSIBLE_NAMES_JS = """([play, slider]) => ({
+  play: Array.from(document.querySelectorAll(`[data-lb-widget="${play}"] button`))
+    .map(b => b.getAttribute('aria-label') || b.innerText.trim()),
+  slider: (document.querySelector(`[data-lb-widget="${slider}"] .noUi-handle`) || {
+    getAttribute: () => null}).getAttribute('aria-label'),
+})"""
 
 
 def artifact_name(docname: str) -> str:
@@ -119,6 +135,21 @@ def check_stepper(page, view: dict) -> list[str]:
         problems.append(f"{label}: ArrowRight on the slider did not change the visible step "
                         f"(still {before[:80]!r})")
     after_arrow = page.evaluate(STACK_TEXT_JS, keys)
+    if view["book_stepper"]:  # the book's own Stepper: check what the view says, too
+        n = view["slider_max"][0] + 1
+        if f"step 2 of {n}" not in after_arrow:
+            problems.append(f"{label}: after ArrowRight the view does not say 'step 2 of {n}' "
+                            f"({after_arrow[:80]!r})")
+        handle.focus()
+        page.keyboard.press("Home")
+        if not wait_for_change(page, keys, after_arrow, 5_000):
+            problems.append(f"{label}: Home did not change the visible step")
+        after_arrow = page.evaluate(STACK_TEXT_JS, keys)
+        if f"step 1 of {n}" not in after_arrow:
+            problems.append(f"{label}: after Home the view does not say 'step 1 of {n}'")
+        names = page.evaluate(ACCESSIBLE_NAMES_JS, [view["plays"][0], view["sliders"][0]])
+        if not names["play"] or not all(names["play"]) or not names["slider"]:
+            problems.append(f"{label}: controls without an accessible name: {names}")
     play = page.locator(f'[data-lb-widget="{view["plays"][0]}"] button').first
     play.click()
     if not wait_for_change(page, keys, after_arrow, 10_000):

@@ -170,6 +170,34 @@ def test_page_weight_of_a_100_step_trace_and_collapse_of_huge_ones():
     assert "too many to step through here" in st.header.value
     assert state_bytes(st) <= 1_200_000
 
+    class Flat(nn.Module):  # 1,200 ops and one module call: collapsing would leave 1 step
+        def forward(self, X):
+            for _ in range(400):
+                X = (X * 1.01).tanh() + 0.1
+            return X
+
+    st = Stepper(trace(Flat(), torch.randn(2, 8)), live=False)
+    assert len(st.stack.children) == 300
+    assert "the first 300" in st.header.value
+    assert state_bytes(st) <= 1_200_000
+
+
+def test_page_weight_of_100_steps_over_100_modules_with_long_names():
+    class Wide(nn.Module):
+        def __init__(self):
+            super().__init__()
+            for i in range(100):
+                self.add_module(f"a_rather_long_descriptive_layer_name_{i:03d}", nn.Identity())
+
+        def forward(self, X):
+            for layer in self.children():
+                X = layer(X)
+            return X
+
+    st = Stepper(trace(Wide(), torch.randn(2, 8)), live=False)
+    assert len(st.stack.children) == 101
+    assert state_bytes(st) <= 300_000
+
 
 def test_parse_shapes():
     assert parse_shapes("8, 4") == [(8, 4)]

@@ -53,4 +53,29 @@
   }
   document.addEventListener("DOMContentLoaded", addMathJax2Hub);
   window.addEventListener("load", addMathJax2Hub);
+
+  // 4. The Play widget's buttons are icons, and the slider's handle has no name of its
+  // own: give the steppers' controls accessible names (and tooltips) once they render.
+  var PLAY_BUTTONS = ["Play", "Pause", "Stop", "Repeat"];
+  function nameControls(root) {
+    root.querySelectorAll(".lb-play").forEach(function (play) {
+      play.querySelectorAll("button").forEach(function (button, i) {
+        var name = PLAY_BUTTONS[i] || "Play control";
+        if (!button.hasAttribute("aria-label")) {
+          button.setAttribute("aria-label", name);
+          button.setAttribute("title", name);
+        }
+      });
+    });
+    root.querySelectorAll(".lb-slider [role=slider], .lb-slider .noUi-handle")
+      .forEach(function (handle) {
+        if (!handle.hasAttribute("aria-label")) {
+          handle.setAttribute("aria-label", "step (arrow keys, Home, End)");
+        }
+      });
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    new MutationObserver(function () { nameControls(document); })
+      .observe(document.body, { childList: true, subtree: true });
+  });
 })();
