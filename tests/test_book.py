@@ -65,6 +65,24 @@ def test_chapter_pages_embed_widget_state(site_dir: Path) -> None:
     assert "_static/jupyter-widgets/html-manager/dist/embed-amd.js" in page
 
 
+@pytest.mark.book
+def test_unanswered_exercises_say_so_on_the_site(site_dir: Path) -> None:
+    """The chapters are built with nothing answered: each check says so, none passes, and
+    every solution is folded away."""
+    import nbformat
+    from test_exercises import exercises
+
+    for docname in toc_docnames():
+        source = ROOT / f"{docname}.ipynb"
+        if not source.exists():
+            continue
+        n = len(exercises(nbformat.read(source, as_version=4)))
+        page = (site_dir / f"{docname}.html").read_text(encoding="utf8")
+        assert len(re.findall(r"Exercise \d+: not answered yet", page)) == n, docname
+        assert "✓ Exercise" not in page, docname
+        assert page.count('<details class="lb-solution">') >= n, docname
+
+
 # ---------------------------------------------------------------- bad input
 
 BROKEN_CELL_SOURCE = "undefined_name_in_broken_chapter + 1"

@@ -82,7 +82,10 @@ def test_no_notebook_in_git_has_outputs() -> None:
     assert notebooks, "git tracks no notebook"
     problems = []
     for path in notebooks:
-        nb = json.loads(path.read_text(encoding="utf8"))
+        # the version in git's index (what a commit would hold), not the working copy
+        staged = subprocess.run(["git", "show", f":{path.relative_to(BOOK_ROOT)}"],
+                                cwd=BOOK_ROOT, capture_output=True, text=True, check=True)
+        nb = json.loads(staged.stdout)
         if "widgets" in nb.get("metadata", {}):
             problems.append(f"{path.relative_to(BOOK_ROOT)}: widget state in metadata")
         for index, cell in enumerate(nb.get("cells", [])):
@@ -96,3 +99,8 @@ def test_no_notebook_in_git_has_outputs() -> None:
     assert not problems, (
         "notebooks are committed without outputs; run `make clean-notebooks` "
         "(tools/clean_notebooks.py) before committing:\n  " + "\n  ".join(problems))
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.name for p in CHAPTERS])
+def test_chapter_is_a_valid_notebook(path: Path) -> None:
+    nbformat.validate(nbformat.read(path, as_version=4))
