@@ -76,6 +76,12 @@ def main(argv=None) -> int:
     p.add_argument("--view", choices=["default", "all", "modules"], default="default")
     p.add_argument("--summary", action="store_true", help="print a per-module summary too")
     p.add_argument("--seed", type=int, default=0)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # "--input -2,20" would be taken for an option: keep such a value with its flag, so
+    # that the shape check below names it
+    for i in range(len(argv) - 1, 0, -1):
+        if argv[i - 1] == "--input" and argv[i].startswith("-"):
+            argv[i - 1:i + 1] = [f"--input={argv[i]}"]
     args = parser.parse_args(argv)
     try:
         shapes = [parse_shape(s) for s in args.input]

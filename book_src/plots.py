@@ -452,8 +452,9 @@ def shape_flow(trace: Trace, view: str = "modules", *, max_steps: int = 32,
     and the shape, e.g. ``(2, 8)``, below. A box is ``rows`` high and ``cols`` wide on a
     ``"sqrt"`` or ``"log"`` scale, where rows × cols is the number of elements: a
     ``(N, F)`` tensor is N × F, and one with three or more dims has its first two against
-    the rest, ``(N, C, H, W)`` is N·C × H·W (so with ``"sqrt"`` a box's area is
-    proportional to its elements, and ``Flatten`` keeps it); the legend says so. A box
+    the rest, ``(N, C, H, W)`` is N·C × H·W (so with ``"sqrt"`` a box's area grows as the
+    square root of its number of elements, and ``Flatten`` keeps it); the legend says
+    so. A box
     is at least 0.05 in each way: a thinner one is drawn that thick and shorter by the
     same factor, so that its area stays right (see :func:`_visible`). Labels
     that do not fit their box's slot get a smaller font, then are shortened in the
@@ -599,15 +600,15 @@ def shape_flow(trace: Trace, view: str = "modules", *, max_steps: int = 32,
 
     failed = trace.failed_step
     if failed is not None:
-        msg = _clip(f"✗ step {failed.index} ({failed.name}) failed: {failed.error}", 190)
+        msg = _clip(f"✗ step #{failed.index} ({failed.name}) failed: {failed.error}", 190)
         ax.text(BOOK_WIDTH / 2, 0.42, "\n".join(textwrap.wrap(msg, 110)), ha="center",
                 va="top", color=PALETTE["red"], fontsize=8)
-    area = ", area ∝ elements" if scale == "sqrt" else ""
+    many = any(len(it["shape"]) >= 3 for it in items if it.get("shape") is not None)
     handles = [
         Rectangle((0, 0), 1, 1, fc=PALETTE["light"], ec=PALETTE["blue"],
-                  label=f"output tensor{area}: height ∝ {say.format('rows')}, width ∝ "
-                        f"{say.format('cols')}; rows × cols = N × F for (N, F), "
-                        "N·C × H·W for (N, C, H, W)"),
+                  label=f"output tensor: height ∝ {say.format('rows')}, width ∝ "
+                        f"{say.format('cols')}"
+                        + ("; (N, C, H, W) has N·C rows, H·W cols" if many else "")),
         Line2D([], [], color=grey, lw=1.2, label="module call (bracket)"),
     ]
     if any(it["kind"] == "error" for it in items):
@@ -622,7 +623,7 @@ def shape_flow(trace: Trace, view: str = "modules", *, max_steps: int = 32,
         legend = ax.legend(handles=handles, loc="upper center", ncols=ncols,
                            bbox_to_anchor=(BOOK_WIDTH / 2, y_legend),
                            bbox_transform=ax.transData, frameon=False, handlelength=1.6,
-                           fontsize=7.5, borderaxespad=0)
+                           fontsize=8.5, borderaxespad=0)
         extent = legend.get_window_extent(renderer)
         if extent.width <= (BOOK_WIDTH - 0.2) * fig.dpi:
             break
@@ -776,7 +777,8 @@ def _number(v):
 @_styled
 def loop_condition(trace: Trace, line: int | str | None = None,
                    threshold: float | None = None) -> Figure:
-    """Plot a loop condition's left-hand side per pass, e.g. ``X.abs().sum()`` for
+    """Plot a loop condition's left-hand side at each check (each time the condition is
+    tested: one more than the passes of the body), e.g. ``X.abs().sum()`` for
     ``while X.abs().sum() > 1: X /= 2``.
 
     Uses the comparison steps (``>``, ``<``, ``>=``, ``<=``, ``==``, ``!=``) that ran in
@@ -830,11 +832,12 @@ def loop_condition(trace: Trace, line: int | str | None = None,
         ax.set_yscale("log")
     parts = re.split(rf"\s{re.escape(first.name)}\s", first.line, maxsplit=1)
     lhs = re.sub(r"^(while|if|elif|assert)\s+", "", parts[0].strip())
-    ax.set_xlabel("loop pass")
+    ax.set_xlabel("check (the k-th time the condition is tested)")
     ax.set_ylabel(f"value of {_clip(lhs, 30)}" if len(parts) == 2 else "left-hand side")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
     ax.legend(loc="best")
-    ax.set_title(_clip(f"Loop condition per pass — line {first.lineno}: {first.line}", 90))
+    ax.set_title(_clip(f"Loop condition at each check — line {first.lineno}: {first.line}",
+                       90))
     _fit_titles(fig, [ax.title])
     return fig

@@ -189,10 +189,11 @@ def trace_text(trace, view: str = "default", max_rows: int | None = 400,
     for r in shown:
         lines.append("  ".join(r[c].ljust(widths[c]) for c in cols).rstrip())
     if len(rows) > len(shown):
-        lines.append(f"… {len(rows) - len(shown)} more steps (trace_text(max_rows=None) shows all)")
+        lines.append(f"… {len(rows) - len(shown)} more steps (t.to_text(max_rows=None) shows "
+                     "all)")
     failed = trace.failed_step
     if failed is not None:
-        lines.append(f"✗ step {failed.index} ({failed.name}{_at_line(failed)}) failed: "
+        lines.append(f"✗ step #{failed.index} ({failed.name}{_at_line(failed)}) failed: "
                      f"{failed.error}")
     elif trace.error is not None:
         lines.append(f"✗ the forward pass raised {type(trace.error).__name__}: {trace.error}")
@@ -206,11 +207,11 @@ STYLE = """<style>
   border-collapse:collapse;
   font:12px/1.35 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
 }
-.lb-table th,.lb-table td {
+table.lb-table th,table.lb-table td {
   padding:2px 8px;text-align:left;border-bottom:1px solid #e3e3e3;
   vertical-align:top;white-space:pre;
 }
-.lb-table td.lb-wrap {
+table.lb-table td.lb-wrap {
   white-space:normal;min-width:12em;
 }
 .lb-table th {
@@ -350,7 +351,7 @@ def trace_html(trace, view: str = "default", max_rows: int | None = 2000,
         out.append(f"<p>… {len(rows) - len(shown)} more steps not shown.</p>")
     failed = trace.failed_step
     if failed is not None:
-        out.append(f'<div class="lb-errmsg">✗ step {failed.index} ({esc(failed.name)}'
+        out.append(f'<div class="lb-errmsg">✗ step #{failed.index} ({esc(failed.name)}'
                    f"{_at_line(failed)}) failed: {esc(failed.error)}</div>")
     return "".join(out)
 
@@ -472,6 +473,13 @@ def _via(trace, step) -> str:
             "called by the marked line</div>")
 
 
+def _pass_word(step) -> str:
+    """"check" for a step of a loop's or branch's condition line (``while X.sum() > 1:``
+    runs once more than the loop's body), "pass" for the others."""
+    first = step.line.split(None, 1)[0] if step.line else ""
+    return "check" if first in ("while", "if", "elif") else "pass"
+
+
 def _where(step) -> str:
     """``forward · line 16``, or ``cell · line 3`` for code typed in a notebook cell."""
     func = step.func_name
@@ -500,7 +508,7 @@ def _source(trace, step, context: int = 4, width: int = 88) -> str:
         if i == cur:
             tag = ""
             if step.iteration:
-                tag = f"   ← pass {step.iteration}"
+                tag = f"   ← {_pass_word(step)} {step.iteration}"
             out.append(f'<span class="lb-cur">▶{num}{text}{esc(tag)}</span>')
         else:
             out.append(f" {num}{text}")
@@ -602,7 +610,7 @@ def step_html(trace, step, position: str = "") -> str:
     if step.kind == "module" and step.call:
         meta.append(f"call {step.call}")
     if step.iteration:
-        meta.append(f"loop pass {step.iteration}")
+        meta.append(f"loop {_pass_word(step)} {step.iteration}")
     if step.inplace:
         meta.append("in place")
     if step.lineno:

@@ -546,6 +546,24 @@ class _Recorder(TorchFunctionMode):
                 self._flatten(v, out, k)
         return out
 
+    def _known_values(self, args):
+        """The values of ``args`` if no tensor metadata has to be read for them (each
+        tensor was seen a moment ago), else None."""
+        out = []
+        seen = self.seen
+        for a in args:
+            t = type(a)
+            if t is Tensor or t is _Parameter:
+                known = seen.get(id(a))
+                if known is None or known[0] is not a:
+                    return None
+                out.append(known[1])
+            elif a is None:
+                out.append(_NONE)
+            else:
+                return None
+        return out
+
     def _outputs(self, result, rec, args):
         """Record what an op or a module call returned (and whether it was in place)."""
         if isinstance(result, Tensor):
@@ -715,6 +733,7 @@ class _Recorder(TorchFunctionMode):
         calls = self.calls
         thread = self.thread
         max_steps = self.max_steps
+        seen = self.seen
         # torch runs a fused kernel for these in eval mode without autograd, but only
         # when no TorchFunctionMode is active: such a call runs (and is recorded) without
         # ours, so that its output stays the same, and its internal ops are not recorded.
@@ -723,31 +742,33 @@ class _Recorder(TorchFunctionMode):
         def traced_forward(*args, **kwargs):
             if _get_ident() != thread:  # another thread's call is not part of this trace
                 return forward(*args, **kwargs)
-            with _no_torch_function():
-                if len(records) >= max_steps:
-                    recorder._limit()
-                inputs = recorder._values_of(args, kwargs)
-                frame = _getframe(1)  # nn.Module._call_impl (or its closure, with hooks)
-                code = frame.f_code
-                if code is _CALL_IMPL_CODE or code in _INNER_CODES:
-                    if code is not _CALL_IMPL_CODE:
-                        frame = frame.f_back
+            if len(records) >= max_steps:
+                recorder._limit()
+            inputs = None if kwargs else recorder._known_values(args)
+            if inputs is None:  # metadata to read: not through our own mode
+                with _no_torch_function():
+                    inputs = recorder._values_of(args, kwargs)
+            frame = _getframe(1)  # nn.Module._call_impl (or its closure, with hooks)
+            code = frame.f_code
+            if code is _CALL_IMPL_CODE or code in _INNER_CODES:
+                if code is not _CALL_IMPL_CODE:
                     frame = frame.f_back
-                    if frame.f_code is _WRAPPED_CALL_IMPL_CODE:
-                        frame = frame.f_back
-                top = stack[-1] if stack else None
-                code = frame.f_code
-                lib = _lib_code.get(code)
-                if lib is None:
-                    lib = _is_lib(code)
-                if not lib:
-                    lasti = frame.f_lasti
-                else:
-                    code, lasti = recorder._site(frame, top)
-                call = calls[key] = calls.get(key, 0) + 1
-                rec = [1, name, code, lasti, None if top is None else top[0], path, call,
-                       inputs, None, None, False]
-                records.append(rec)
+                frame = frame.f_back
+                if frame.f_code is _WRAPPED_CALL_IMPL_CODE:
+                    frame = frame.f_back
+            top = stack[-1] if stack else None
+            code = frame.f_code
+            lib = _lib_code.get(code)
+            if lib is None:
+                lib = _is_lib(code)
+            if not lib:
+                lasti = frame.f_lasti
+            else:
+                code, lasti = recorder._site(frame, top)
+            call = calls[key] = calls.get(key, 0) + 1
+            rec = [1, name, code, lasti, None if top is None else top[0], path, call,
+                   inputs, None, None, False]
+            records.append(rec)
             stack.append((len(records) - 1, torch_defined, code, lasti))
             try:
                 if fastpath and not module.training and not torch.is_grad_enabled():
@@ -760,8 +781,16 @@ class _Recorder(TorchFunctionMode):
                 raise
             finally:
                 stack.pop()
-            with _no_torch_function():
-                recorder._outputs(output, rec, args)
+            known = seen.get(id(output))
+            if known is not None and known[0] is output:
+                rec[_OUTPUTS] = [known[1]]
+                for a in args:
+                    if a is output:
+                        rec[_INPLACE] = True
+                        break
+            else:
+                with _no_torch_function():
+                    recorder._outputs(output, rec, args)
             return output
 
         return traced_forward
@@ -1176,6 +1205,7 @@ def trace(model, *args, ops: bool = True, max_steps: int | None = DEFAULT_MAX_ST
         with _LOCK:  # traces from several threads take turns: each patches the modules
             output, error = _run(rec, model, mods, args, kwargs, ops)
         steps, sources = _build_steps(rec.records)
+        rec.records = rec.seen = None  # freed now, before the collector runs again
         # after the forward: lazy layers are built now
         infos = _module_table(paths, mods, {s.path for s in steps if s.kind == "module"})
     finally:

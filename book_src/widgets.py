@@ -168,7 +168,7 @@ class Stepper:
         state = ""
         if t.error is not None:
             failed = t.failed_step
-            where = f" at step {failed.index} ({failed.name})" if failed else ""
+            where = f" at step #{failed.index} ({failed.name})" if failed else ""
             state = f' — <b style="color:#8a1111">✗ failed{where}</b>'
         hint = ("" if self.live else
                 " · run this page in Jupyter to re-trace with other input shapes")
@@ -214,7 +214,7 @@ class Stepper:
         t = trace(self.model, *new_inputs)
         if t.error is not None:
             failed = t.failed_step
-            where = (f" at step {failed.index} ({failed.name}, line {failed.lineno}: "
+            where = (f" at step #{failed.index} ({failed.name}, line {failed.lineno}: "
                      f"{failed.line})") if failed else ""
             self.status.value = (
                 f'<span style="color:#8a1111">✗ input shape {render.esc(text)} fails'

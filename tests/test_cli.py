@@ -60,6 +60,7 @@ def test_trace_prints_the_table(model_file, name):
     ("{file}:make", "2,x", "--input '2,x': expected comma-separated positive integers"),
     ("{file}:make", "0,20", "--input '0,20'"),
     ("{file}:make", "2,,20", "--input '2,,20'"),
+    ("{file}:make", "-2,20", "--input '-2,20'"),
 ])
 def test_bad_input_is_one_clear_line(model_file, target, shape, message):
     r = run("trace", target.format(file=model_file), "--input", shape, cwd=model_file.parent)

@@ -98,7 +98,7 @@ def test_everything_user_controlled_is_escaped(hostile):
 
 def test_error_is_shown_in_text_and_html():
     t = trace(nn.Sequential(nn.Linear(784, 10)), torch.randn(84, 28))
-    assert "✗ step 2 (F.linear" in t.to_text()
+    assert "✗ step #2 (F.linear" in t.to_text()
     assert 'class="lb-op lb-err"' in t._repr_html_()
     html = render.step_html(t, t.failed_step)
     assert "lb-error" in html and "FAILED" in html and "84x28 and 784x10" in html
@@ -162,3 +162,15 @@ def test_tables_leave_out_empty_value_and_pass_columns():
     t = trace(FixedHiddenMLP(), torch.rand(2, 20))
     assert {"value", "pass"} <= set(t.to_text().splitlines()[1].split())
     assert "<th>value</th>" in t._repr_html_() and "<th>pass</th>" in t._repr_html_()
+
+
+def test_condition_lines_count_checks_and_bodies_count_passes():
+    torch.manual_seed(0)
+    t = trace(FixedHiddenMLP(), torch.rand(2, 20))
+    cond = [s for s in t.steps if s.name == ">"]
+    body = [s for s in t.steps if s.name == "/="]
+    assert len(cond) == len(body) + 1  # the last check ends the loop
+    html = render.step_html(t, cond[-1])
+    assert f"loop check {len(cond)}" in html and f"← check {len(cond)}" in html
+    html = render.step_html(t, body[0])
+    assert "loop pass 1" in html and "← pass 1" in html
