@@ -23,6 +23,7 @@ MAX_EMBEDDED = 300  # steps pre-rendered into one stepper; larger traces are col
 TABLE_ROWS = 400  # rows of the table under a stepper (print(trace) shows them all)
 _VIEWS = {"default": "layers and your ops", "all": "also the ops inside layers",
           "modules": "module calls only"}
+_BUTTONS = {"default": "layers + your ops", "all": "all ops", "modules": "modules only"}
 
 
 def parse_shapes(text: str) -> list[tuple[int, ...]]:
@@ -124,17 +125,20 @@ class Stepper:
                                     tooltip="Shape of the input; ; between several inputs")
             self.retrace_button = W.Button(description="Trace again",
                                            tooltip="Run the model on a random input of this shape")
-            self.view_buttons = W.ToggleButtons(options=[(v, k) for k, v in _VIEWS.items()],
+            self.view_buttons = W.ToggleButtons(options=[(v, k) for k, v in _BUTTONS.items()],
                                                 value=view, description="show",
-                                                tooltips=list(_VIEWS.values()))
+                                                tooltips=list(_VIEWS.values()),
+                                                style={"button_width": "auto"})
             self.shape_box.observe(lambda change: self.retrace(), names="value")
             self.retrace_button.on_click(lambda _: self.retrace())
             self.view_buttons.observe(self._on_view, names="value")
             rows += [W.HBox([self.shape_box, self.retrace_button]), self.view_buttons,
                      self.status]
         elif self.live:
-            self.view_buttons = W.ToggleButtons(options=[(v, k) for k, v in _VIEWS.items()],
-                                                value=view, description="show")
+            self.view_buttons = W.ToggleButtons(options=[(v, k) for k, v in _BUTTONS.items()],
+                                                value=view, description="show",
+                                                tooltips=list(_VIEWS.values()),
+                                                style={"button_width": "auto"})
             self.view_buttons.observe(self._on_view, names="value")
             rows += [self.view_buttons]
         rows.append(self.details)
