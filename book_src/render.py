@@ -243,7 +243,7 @@ table.lb-table td.lb-wrap {
   display:flex;gap:14px;flex-wrap:wrap;align-items:flex-start;
 }
 .lb-code {
-  flex:1 1 360px;max-width:560px;min-width:0;
+  flex:1 1 440px;min-width:0;
 }
 .lb-via {
   color:#555;font-size:12px;margin-bottom:2px;
