@@ -155,6 +155,13 @@ class Stepper:
         t = self.trace
         steps, note = _collapse(t, self.view, self.max_embedded)
         n = len(steps)
+        # back to the first step before the views change, so that no frame shows a new
+        # view at the old position; the browser may have moved the slider through jslink
+        # without the kernel seeing it, hence the explicit sends
+        self.slider.value = 0
+        self.play.value = 0
+        self.slider.send_state("value")
+        self.play.send_state("value")
         old = self.stack.children
         children = []
         for i, s in enumerate(steps):
@@ -162,12 +169,11 @@ class Stepper:
                                    layout=self._layout, style=self._style))
         self.stack.children = children
         self.stack.selected_index = 0 if n else None
+        self.stack.send_state("selected_index")
         for w in old:
             w.close()
         self.slider.max = max(n - 1, 0)
         self.play.max = max(n - 1, 0)
-        self.slider.value = 0
-        self.play.value = 0
         title = self.title or f"Stepping through {t.model_name}"
         state = ""
         if t.error is not None:

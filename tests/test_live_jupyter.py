@@ -86,12 +86,12 @@ def _visible_step(stepper) -> str:
     return stepper.locator(".lb-stack").first.inner_text()
 
 
-def _wait_for_step(stepper, text: str, seconds: float = 30) -> str:
-    """The visible step once it contains ``text`` (the views render a moment after the
-    cell's output appears); the last text seen if it never does."""
+def _wait_for_step(stepper, *texts: str, seconds: float = 30) -> str:
+    """The visible step once it contains every one of ``texts`` (the views render a
+    moment after the cell's output appears); the last text seen if it never does."""
     deadline = time.monotonic() + seconds
     seen = _visible_step(stepper)
-    while text not in seen and time.monotonic() < deadline:
+    while not all(t in seen for t in texts) and time.monotonic() < deadline:
         time.sleep(0.2)
         seen = _visible_step(stepper)
     return seen
@@ -121,7 +121,7 @@ def test_stepper_steps_and_retraces_on_a_live_kernel(lab, browser, artifacts):
         # step with the keyboard, as on the static site
         stepper.locator(".lb-slider .noUi-handle, .lb-slider [role=slider]").first.focus()
         page.keyboard.press("ArrowRight")
-        second = _wait_for_step(stepper, "step 2 of", 10)
+        second = _wait_for_step(stepper, "step 2 of", seconds=10)
         assert "step 2 of" in second and "Linear" in second and second != first
 
         # a new input shape: the kernel traces again and every view is rebuilt
@@ -130,7 +130,7 @@ def test_stepper_steps_and_retraces_on_a_live_kernel(lab, browser, artifacts):
         box.fill("5, 20")
         box.press("Enter")
         stepper.locator("text=traced again with input shape 5, 20").wait_for(timeout=60_000)
-        retraced = _wait_for_step(stepper, "(5, 20)")
+        retraced = _wait_for_step(stepper, "(5, 20)", "step 1 of")
         assert "step 1 of" in retraced and "(5, 20)" in retraced and "(2, 20)" not in retraced
         page.screenshot(path=str(artifacts / "live-lab-1-retraced.png"))
 
