@@ -119,10 +119,26 @@ def step_expr(step, trace=None) -> str:
     return f"{step.name}({_fmt_values(ins)}) → {out}"
 
 
-def _io(step) -> str:
-    ins = ", ".join(fmt_shape(s) for s in step.input_shapes if s is not None) or "·"
-    outs = ", ".join(fmt_shape(s) for s in step.output_shapes if s is not None) or "·"
-    return f"{ins} → {outs}"
+def _io(step, runs: bool = False) -> str:
+    """``(2, 20) → (2, 256)``; with ``runs``, equal shapes in a row are counted once:
+    ``3 × (2, 5, 16) → (2, 5, 16)`` for attention's query, key and value."""
+    def side(shapes):
+        items = [fmt_shape(s) for s in shapes if s is not None]
+        if runs:
+            grouped = []
+            for item in items:
+                if grouped and grouped[-1][0] == item:
+                    grouped[-1][1] += 1
+                else:
+                    grouped.append([item, 1])
+            items = [f"{n} × {item}" if n > 1 else item for item, n in grouped]
+        return ", ".join(items) or "·"
+    return f"{side(step.input_shapes)} → {side(step.output_shapes)}"
+
+
+def _unbroken_shapes(io: str) -> str:
+    """No line break inside a shape: a narrow cell wraps at the arrow or between shapes."""
+    return re.sub(r"\([^()]*\)", lambda m: m.group().replace(" ", "\u00a0"), io)
 
 
 # --------------------------------------------------------------------- text / table
@@ -341,7 +357,7 @@ def trace_html(trace, view: str = "default", max_rows: int | None = 2000,
         title = f' title="{esc(s.error)}"' if s.error else ""
         cells = {"index": f"<td>{r['index']}</td>",
                  "label": f'<td class="lb-name">{esc(r["label"])}{mark}</td>',
-                 "io": f'<td class="lb-wrap">{esc(r["io"])}</td>',
+                 "io": f'<td class="lb-wrap">{esc(_unbroken_shapes(r["io"]))}</td>',
                  "value": f"<td>{esc(r['value'])}</td>", "pass": f"<td>{r['pass']}</td>",
                  "line": f'<td class="lb-wrap">{esc(r["line"])}</td>'}
         out.append(f'<tr class="{" ".join(cls)}"{title}>'
@@ -359,6 +375,9 @@ def trace_html(trace, view: str = "default", max_rows: int | None = 2000,
 # --------------------------------------------------------------------------- summary
 
 
+TYPE_WIDTH = 24  # characters of a class name in the text summary
+
+
 class Summary:
     """Per module: calls, parameters, input → output shapes (of its first call)."""
 
@@ -371,7 +390,7 @@ class Summary:
             if s.kind != "module":
                 continue
             calls[s.path] = calls.get(s.path, 0) + 1
-            io = _io(s)
+            io = _io(s, runs=True)
             if s.path not in first:
                 first[s.path] = io
             elif first[s.path] != io:
@@ -391,8 +410,10 @@ class Summary:
 
     def to_text(self) -> str:
         head = ["module", "type", "calls", "params", "in → out"]
-        body = [["  " * r["depth"] + r["path"], r["type"], str(r["calls"]), f"{r['params']:,}",
-                 r["io"]] for r in self.rows]
+        # a tree: each module by its own name under its parent's, so that the table fits
+        # a book page (the HTML table and ``rows`` keep the full dotted paths)
+        body = [["  " * r["depth"] + r["path"].rpartition(".")[2], _clip(r["type"], TYPE_WIDTH),
+                 str(r["calls"]), f"{r['params']:,}", r["io"]] for r in self.rows]
         widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
         lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip(),
                  "  ".join("-" * w for w in widths)]
@@ -415,7 +436,7 @@ class Summary:
         for r in self.rows:
             out.append(f"<tr><td>{esc('  ' * r['depth'] + r['path'])}</td><td>{esc(r['type'])}"
                        f"</td><td>{r['calls']}</td><td>{r['params']:,}</td>"
-                       f"<td class=\"lb-wrap\">{esc(r['io'])}</td></tr>")
+                       f"<td class=\"lb-wrap\">{esc(_unbroken_shapes(r['io']))}</td></tr>")
         out.append("</tbody></table>")
         return "".join(out)
 

@@ -39,6 +39,29 @@ def test_text_tables_match_saved_output():
     check_golden("fixed_hidden_mlp.txt", t.to_text())
 
 
+def test_text_summary_is_a_tree_that_fits_a_page_and_the_html_keeps_full_names():
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.TransformerEncoderLayer(16, 4, dim_feedforward=32,
+                                                     batch_first=True))
+    summary = trace(block, torch.rand(2, 5, 16)).summary()
+    lines = str(summary).splitlines()
+    rows = {line.split()[0]: line for line in lines[2:-1]}
+    assert max(map(len, lines)) <= 84, lines  # dotted paths and three shapes made it 100+
+    # each module by its own name, indented under its parent
+    assert rows["0"].startswith("  0 ") and rows["self_attn"].startswith("    self_attn ")
+    assert rows["out_proj"].startswith("      out_proj ")
+    assert "NonDynamicallyQuantizab… " in rows["out_proj"] and "not called" in rows["out_proj"]
+    # attention's query, key and value: one shape, counted
+    assert rows["self_attn"].endswith("3 × (2, 5, 16) → (2, 5, 16)")
+    assert rows["linear1"].endswith("(2, 5, 16) → (2, 5, 32)")
+    assert [r["path"] for r in summary.rows][:3] == ["(root)", "0", "0.self_attn"]
+    html = summary._repr_html_()
+    assert "0.self_attn.out_proj" in html and "NonDynamicallyQuantizableLinear" in html
+    # a narrow cell wraps between shapes, never inside one
+    assert "3 × (2,\u00a05,\u00a016) → (2,\u00a05,\u00a016)" in html
+    assert "(2,\u00a05,\u00a016)" in trace(block, torch.rand(2, 5, 16))._repr_html_()
+
+
 def test_formatting_helpers():
     assert render.fmt_shape((2, 20)) == "(2, 20)"
     assert render.fmt_shape((20,)) == "(20,)"

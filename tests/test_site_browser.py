@@ -209,6 +209,10 @@ def test_page_offline_clean_and_widgets_step(docname: str, browser, server,
             new Promise(resolve => setTimeout(resolve, 15000))])""")
         page.screenshot(path=str(artifacts / "screenshots" / f"{artifact_name(docname)}.png"),
                         full_page=True)
+        # MathJax shows a formula it cannot parse as a yellow "Math input error"
+        problems += [f"formula not rendered: {t}" for t in page.evaluate(
+            "() => [...document.querySelectorAll('mjx-merror')].map(e => "
+            "e.getAttribute('data-mjx-error') || e.textContent)")]
         views = page.evaluate(FIND_WIDGETS_JS)
         assert len(views) == n_views
         for view in views:
