@@ -298,8 +298,8 @@ table.lb-table td.lb-wrap {
 }
 .lb-preview {
   color: #555;
-  font-size: 10px;
-  max-width: 104px;
+  font-size: 11px;
+  max-width: 124px;
   white-space: normal;
   text-align: center;
 }
