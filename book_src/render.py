@@ -332,6 +332,9 @@ table.lb-table td.lb-wrap {
   font-size:11px;text-transform:uppercase;letter-spacing:.04em;color:#666;
   margin:4px 0 2px;
 }
+.lb-stepper .jupyter-widget-Collapse-header {
+  color:#1f4e8c;background:#eef4fb;
+}
 </style>"""
 
 
