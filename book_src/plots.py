@@ -739,7 +739,7 @@ def weights(tensors_or_modules, labels=None, *, bins: int = 40) -> Figure:
     vmax = max(float(np.abs(m).max()) for m, _, _ in mats) or 1e-12
     edges = np.linspace(-vmax, vmax, bins + 1)
     fig = BookFigure(figsize=(BOOK_WIDTH, 0.5 + 2.4 * len(mats)), layout="constrained")
-    fig.get_layout_engine().set(wspace=0.1)
+    fig.get_layout_engine().set(wspace=0.1, hspace=0.12)  # rows apart: labels vs titles
     axes = fig.subplots(len(mats), 2, squeeze=False, width_ratios=[1.25, 1])
     titles = []
     for (m, _, shape), label, (ax_map, ax_hist) in zip(mats, labels, axes, strict=True):
