@@ -8,6 +8,7 @@ widgets only arrange the strings this module returns.
 from __future__ import annotations
 
 import html
+import itertools
 import math
 import re
 
@@ -125,13 +126,8 @@ def _io(step, runs: bool = False) -> str:
     def side(shapes):
         items = [fmt_shape(s) for s in shapes if s is not None]
         if runs:
-            grouped = []
-            for item in items:
-                if grouped and grouped[-1][0] == item:
-                    grouped[-1][1] += 1
-                else:
-                    grouped.append([item, 1])
-            items = [f"{n} × {item}" if n > 1 else item for item, n in grouped]
+            counted = [(item, len(list(same))) for item, same in itertools.groupby(items)]
+            items = [f"{n} × {item}" if n > 1 else item for item, n in counted]
         return ", ".join(items) or "·"
     return f"{side(step.input_shapes)} → {side(step.output_shapes)}"
 

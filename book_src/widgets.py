@@ -117,6 +117,12 @@ class Stepper:
         self.details.set_title(0, "All steps (table)")
         self.status = W.HTML(layout=self._layout)
         rows = [self.header, W.HBox([self.play, self.slider]), self.stack]
+        if self.live:
+            self.view_buttons = W.ToggleButtons(options=[(v, k) for k, v in _BUTTONS.items()],
+                                                value=view, description="show",
+                                                tooltips=list(_VIEWS.values()),
+                                                style={"button_width": "auto"})
+            self.view_buttons.observe(self._on_view, names="value")
         if self.live and model is not None:
             shapes = "; ".join(", ".join(str(d) for d in x.shape) for x in self.inputs
                                if isinstance(x, torch.Tensor))
@@ -125,21 +131,11 @@ class Stepper:
                                     tooltip="Shape of the input; ; between several inputs")
             self.retrace_button = W.Button(description="Trace again",
                                            tooltip="Run the model on a random input of this shape")
-            self.view_buttons = W.ToggleButtons(options=[(v, k) for k, v in _BUTTONS.items()],
-                                                value=view, description="show",
-                                                tooltips=list(_VIEWS.values()),
-                                                style={"button_width": "auto"})
             self.shape_box.observe(lambda change: self.retrace(), names="value")
             self.retrace_button.on_click(lambda _: self.retrace())
-            self.view_buttons.observe(self._on_view, names="value")
             rows += [W.HBox([self.shape_box, self.retrace_button]), self.view_buttons,
                      self.status]
         elif self.live:
-            self.view_buttons = W.ToggleButtons(options=[(v, k) for k, v in _BUTTONS.items()],
-                                                value=view, description="show",
-                                                tooltips=list(_VIEWS.values()),
-                                                style={"button_width": "auto"})
-            self.view_buttons.observe(self._on_view, names="value")
             rows += [self.view_buttons]
         rows.append(self.details)
         self.widget = W.VBox(rows)

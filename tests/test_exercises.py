@@ -11,7 +11,6 @@ under ``book.wrong_answer``), a check cell (tag ``exercise-check``) and a folded
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 from pathlib import Path
@@ -72,6 +71,17 @@ def errors(cell) -> list[str]:
             if o.get("output_type") == "error"]
 
 
+def run_with_answers(path: Path, which: str):
+    """The chapter executed with every exercise's answer cell replaced by its
+    ``which`` ("solution" or "wrong"), and the exercises found in it."""
+    nb = nbformat.read(path, as_version=4)
+    found = exercises(nb)
+    for e in found:
+        nb.cells[e["answer"]].source = e[which]
+    run(nb, path)
+    return nb, found
+
+
 def test_every_chapter_has_checked_exercises() -> None:
     assert WITH_EXERCISES == CHAPTERS
     for path in CHAPTERS:
@@ -85,12 +95,7 @@ def test_every_chapter_has_checked_exercises() -> None:
 
 @pytest.mark.parametrize("path", WITH_EXERCISES, ids=[p.name for p in WITH_EXERCISES])
 def test_checks_pass_with_the_solutions(path: Path) -> None:
-    nb = nbformat.read(path, as_version=4)
-    found = exercises(nb)
-    solved = copy.deepcopy(nb)
-    for e in found:
-        solved.cells[e["answer"]].source = e["solution"]
-    run(solved, path)
+    solved, found = run_with_answers(path, "solution")
     problems = []
     for index, cell in enumerate(solved.cells):
         if cell.cell_type == "code" and errors(cell) and not tagged(cell, "raises-exception"):
@@ -105,12 +110,7 @@ def test_checks_pass_with_the_solutions(path: Path) -> None:
 
 @pytest.mark.parametrize("path", WITH_EXERCISES, ids=[p.name for p in WITH_EXERCISES])
 def test_checks_catch_the_wrong_answers(path: Path) -> None:
-    nb = nbformat.read(path, as_version=4)
-    found = exercises(nb)
-    wrong = copy.deepcopy(nb)
-    for e in found:
-        wrong.cells[e["answer"]].source = e["wrong"]
-    run(wrong, path)
+    wrong, found = run_with_answers(path, "wrong")
     problems = []
     for e in found:
         answer, check = wrong.cells[e["answer"]], wrong.cells[e["check"]]
