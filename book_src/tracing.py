@@ -18,15 +18,19 @@ This module imports neither ipywidgets nor matplotlib: it knows nothing of displ
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dis
 import gc
+import itertools
 import json
 import linecache
 import os
 import sys
 import textwrap
 import threading
+import weakref
+from operator import is_ as _is
 from operator import itemgetter
 
 import torch
@@ -273,10 +277,76 @@ class ModuleInfo:
 
 
 def _extra_repr(mod) -> str:
+    """``mod.extra_repr()``, or "" if it raises.
+
+    For torch's own layers the text is kept per module instance and reused while what
+    their extra_repr() reads is unchanged: the module's plain attributes (numbers,
+    strings, tuples of them), compared by value, and which of its parameters are None.
+    Formatting the text costs more than checking that. A module with any other kind of
+    attribute (a list, a tensor) is formatted every time, and so is every module whose
+    extra_repr() is not torch's."""
+    cls = type(mod)
+    cacheable = _extra_cacheable.get(cls)
+    if cacheable is None:
+        code = getattr(getattr(cls, "extra_repr", None), "__code__", None)
+        fn = code.co_filename if code is not None else ""
+        cacheable = _extra_cacheable[cls] = (
+            fn.startswith(_NN_MODULES_DIR) and os.path.basename(fn) not in _EXTRA_UNCACHED)
+    if cacheable:
+        d = mod.__dict__
+        hit = _extra_cache.get(id(mod))
+        if hit is not None and hit[0]() is mod and hit[1] == len(d):
+            try:
+                if (hit[2](d) == hit[3]
+                        and tuple(map(_is, _NONES, mod._parameters.values())) == hit[4]):
+                    return hit[5]
+            except Exception:  # an attribute was deleted, or cannot be compared
+                pass
     try:
-        return str(mod.extra_repr())
+        text = str(mod.extra_repr())
     except Exception:  # a broken extra_repr must not break the reader's trace
         return ""
+    if cacheable:
+        keys = _plain_keys(d)
+        if keys is not None:
+            if len(_extra_cache) >= 4096:
+                _extra_cache.clear()
+            get = itemgetter(*keys)
+            _extra_cache[id(mod)] = (weakref.ref(mod), len(d), get, get(d),
+                                     tuple(map(_is, _NONES, mod._parameters.values())), text)
+    return text
+
+
+def _plain_keys(attrs):
+    """The names of the plain attributes (numbers, strings, None, tuples of those) in a
+    module's ``__dict__``; None if it holds another kind of value, whose changes a value
+    comparison might miss. The module's registries (parameters, submodules, hooks) are
+    skipped: of those, extra_repr() reads only which parameters are None."""
+    keys = []
+    for k, v in attrs.items():
+        t = type(v)
+        if t is tuple:
+            for x in v:
+                if type(x) not in _KEY_ATOMS:
+                    return None
+        elif t in _REGISTRIES:
+            continue
+        elif t not in _KEY_ATOMS:
+            return None
+        keys.append(k)
+    return keys or None
+
+
+_NN_MODULES_DIR = os.path.join(os.path.dirname(torch.__file__), "nn", "modules") + os.sep
+# extra_repr() of these reads more than plain attributes (parameter sizes, a child's fields)
+_EXTRA_UNCACHED = {"container.py", "loss.py", "module.py"}
+_KEY_ATOMS = frozenset({int, float, bool, str, type(None)})
+_REGISTRIES = frozenset({dict, collections.OrderedDict, set})
+_NONES = itertools.repeat(None)
+_extra_cacheable: dict = {}  # module class -> may its extra_repr() text be kept?
+# id(module) -> (weakref, len(__dict__), getter of its plain attributes, their values,
+#                which parameters are None, text)
+_extra_cache: dict = {}
 
 
 # ------------------------------------------------------------------ frame inspection
@@ -289,15 +359,20 @@ _WRAPPED_CALL_IMPL_CODE = nn.Module._wrapped_call_impl.__code__
 _INNER_CODES = tuple(c for c in _CALL_IMPL_CODE.co_consts if hasattr(c, "co_code"))
 _HANDLE_TF_CODE = torch.overrides.handle_torch_function.__code__
 
-_lib_code: dict = {}  # code object -> True if it belongs to torch or to this package
+# id(code) -> True if the code belongs to torch or to this package. Keyed by id, because
+# hashing a code object hashes its bytecode, names and constants every time; the code
+# objects are kept in _lib_codes, so that no id is reused while it is a key here.
+_lib_code: dict = {}
+_lib_codes: list = []
 
 
 def _is_lib(code) -> bool:
-    r = _lib_code.get(code)
+    r = _lib_code.get(id(code))
     if r is None:
         fn = code.co_filename
         r = fn.startswith(_TORCH_DIR) or fn.startswith(_THIS_DIR) or fn.startswith("<frozen")
-        _lib_code[code] = r
+        _lib_codes.append(code)
+        _lib_code[id(code)] = r
     return r
 
 
@@ -462,6 +537,23 @@ class _Recorder(TorchFunctionMode):
         self.seen: dict = {}
         self.recent: list = []
 
+    def know_parameters(self, mods):
+        """Put the TensorInfo of every registered parameter and buffer into ``seen`` up
+        front, in one tight loop, instead of one at a time between the model's kernels."""
+        seen = self.seen
+        for _, mod in mods:
+            for group in (mod._parameters, mod._buffers):
+                for p in group.values():
+                    t = type(p)
+                    if t is _Parameter or t is Tensor:
+                        try:
+                            s = p.shape
+                            if s:
+                                seen[id(p)] = (p, _tuple_new(TensorInfo, (
+                                    s, p.dtype, p.device, p.requires_grad, None, None, None)))
+                        except RuntimeError:  # no single shape: read when used, if ever
+                            pass
+
     # -- values
 
     def _value(self, obj, name=None):
@@ -537,13 +629,33 @@ class _Recorder(TorchFunctionMode):
                     append(v)
                 else:
                     self._flatten(a, out)
+            if kwargs:  # F.batch_norm passes weight=, bias=, training=, momentum=, eps=
+                for k, a in kwargs.items():
+                    t = type(a)
+                    if (t is Tensor or t is _Parameter) and not values:
+                        known = seen.get(id(a))
+                        if known is not None and known[0] is a:
+                            info = known[1]
+                        else:
+                            if not a.shape:
+                                append(self._value(a, k))
+                                continue
+                            info = _tuple_new(TensorInfo, (a.shape, a.dtype, a.device,
+                                                           a.requires_grad, None, None, None))
+                            self._remember(a, info, t is _Parameter)
+                        append(_tuple_new(TensorInfo, (info[0], info[1], info[2], info[3],
+                                                       None, k, None)))
+                    elif a is None or t is int or t is bool or t is float:
+                        append(_tuple_new(PyValue, (None, a, k)))
+                    else:
+                        self._flatten(a, out, k)
         except RuntimeError:  # a metadata read failed (a lazy parameter, a nested tensor)
             out = []
             for a in args:
                 self._flatten(a, out)
-        if kwargs:
-            for k, v in kwargs.items():
-                self._flatten(v, out, k)
+            if kwargs:
+                for k, v in kwargs.items():
+                    self._flatten(v, out, k)
         return out
 
     def _known_values(self, args):
@@ -630,7 +742,7 @@ class _Recorder(TorchFunctionMode):
         count as the reader's own: that module has no step of its own to show them.
         """
         code = frame.f_code
-        lib = _lib_code.get(code)
+        lib = _lib_code.get(id(code))
         if lib is None:
             lib = _is_lib(code)
         if not lib:
@@ -673,7 +785,7 @@ class _Recorder(TorchFunctionMode):
             code = frame.f_code
         stack = self.stack
         top = stack[-1] if stack else None
-        lib = _lib_code.get(code)
+        lib = _lib_code.get(id(code))
         if lib is None:
             lib = _is_lib(code)
         if not lib:
@@ -758,7 +870,7 @@ class _Recorder(TorchFunctionMode):
                     frame = frame.f_back
             top = stack[-1] if stack else None
             code = frame.f_code
-            lib = _lib_code.get(code)
+            lib = _lib_code.get(id(code))
             if lib is None:
                 lib = _is_lib(code)
             if not lib:
@@ -1050,17 +1162,18 @@ def _build_steps(records) -> tuple[list, dict]:
     """Turn raw records into Steps: line numbers and text, operator names (``+``, ``/=``,
     ``>``, ``bool``), loop passes, depths and inplace flags. Also returns the source of
     every function a step points into, keyed by (filename, first line)."""
-    sites: dict = {}  # (code, raw lasti) -> (filename, lineno, text, func, first, label)
+    # Code objects by id (their hash is slow); the records keep them alive meanwhile.
+    sites: dict = {}  # (id(code), raw lasti) -> (filename, lineno, text, func, first, label)
     sources: dict = {}
-    state: dict = {}  # (parent, code) -> [last line, last offset, {line: passes}]
+    state: dict = {}  # (parent, id(code)) -> [last line, last offset, {line: passes}]
     passes = []  # (step, state key, line, pass) for direct steps
     steps = []
     append = steps.append
     for index, r in enumerate(records):
         kind, name, code, lasti, parent, path, call, inputs, outputs, error, inplace = r
-        site = sites.get((code, lasti))
+        site = sites.get((id(code), lasti))
         if site is None:
-            site = sites[(code, lasti)] = _site(code, lasti, sources)
+            site = sites[(id(code), lasti)] = _site(code, lasti, sources)
         filename, lineno, text, func, first, label = site
         if parent is None:
             depth, ppath = 0, ""
@@ -1085,7 +1198,7 @@ def _build_steps(records) -> tuple[list, dict]:
         if lasti >= 0:
             # A new pass over a line starts when the line is entered from another line,
             # or when execution jumped back (a one-line loop body).
-            skey = (parent, code)
+            skey = (parent, id(code))
             st = state.get(skey)
             if st is None:
                 st = state[skey] = [lineno, lasti, {lineno: 1}]
@@ -1202,6 +1315,8 @@ def trace(model, *args, ops: bool = True, max_steps: int | None = DEFAULT_MAX_ST
     try:
         paths, mods = _walk(model)
         rec = _Recorder(paths, max_steps, values)
+        if ops and not values:
+            rec.know_parameters(mods)
         with _LOCK:  # traces from several threads take turns: each patches the modules
             output, error = _run(rec, model, mods, args, kwargs, ops)
         steps, sources = _build_steps(rec.records)

@@ -696,3 +696,55 @@ def test_shapes_changed_in_place_are_recorded_as_they_are_after_the_change():
     assert [s.output_shapes for s in ops if s.name == "torch.mul"] == [[(1, 2, 3)]]
     assert by["+"].input_shapes[0] == (1, 2, 3)
     assert t.steps[0].output_shapes == [(1, 2, 3), (2,), (4,)]
+
+
+def test_module_table_text_follows_changes_between_traces():
+    class Scaled(nn.Module):  # the reader's own extra_repr: read afresh every time
+        def __init__(self):
+            super().__init__()
+            self.factors = [2]
+
+        def forward(self, X):
+            return X * self.factors[0]
+
+        def extra_repr(self):
+            return f"factors={self.factors}"
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), Scaled(),
+                        nn.LSTM(16, 4))
+    X = torch.randn(1, 1, 4, 6)
+
+    def check():
+        t = trace(net, X)
+        assert t.error is None
+        for path, mod in net.named_modules():
+            assert t.modules[path].extra == mod.extra_repr(), path
+
+    check()
+    check()  # the same text again, from the kept copy
+    net[0].bias = None  # only a parameter changed
+    check()
+    net[0].stride = (2, 1)
+    net[1].momentum = 0.5
+    net[1].eps = 1e-3
+    net[3].factors.append(3)  # a list changed in place
+    net[4].hidden_size = 4
+    X = torch.randn(1, 1, 5, 6)
+    check()
+    assert "stride=(2, 1), bias=False" in trace(net, X).modules["0"].extra
+
+
+def test_parameters_changed_between_traces_are_recorded_as_they_are_now():
+    lin = nn.Linear(3, 2)
+    X = torch.randn(4, 3)
+
+    def linear_inputs():
+        (op,) = [s for s in trace(lin, X).steps if s.name == "F.linear"]
+        return [(v.shape, v.requires_grad) for v in op.inputs]
+
+    assert linear_inputs() == [((4, 3), False), ((2, 3), True), ((2,), True)]
+    lin.weight.requires_grad_(False)
+    with torch.no_grad():
+        lin.weight.data = torch.zeros(5, 3)
+        lin.bias = nn.Parameter(torch.zeros(5))
+    assert linear_inputs() == [((4, 3), False), ((5, 3), False), ((5,), True)]
