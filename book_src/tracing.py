@@ -619,16 +619,20 @@ class _Recorder(TorchFunctionMode):
                         append(self._value(a))
                 elif a is None:
                     append(_NONE)
-                elif t is int or t is bool or (t is float and a) or (t is tuple and _all_ints(a)):
-                    # (not 0.0: it equals -0.0, which must keep its sign)
-                    v = _plain_values.get((t, a))
-                    if v is None:
-                        v = _tuple_new(PyValue, (None, a, None))
-                        if len(_plain_values) < 4096:
-                            _plain_values[(t, a)] = v
-                    append(v)
                 else:
-                    self._flatten(a, out)
+                    # A layer passes the same objects every call (stride=(1, 1), eps=1e-05):
+                    # their PyValue is kept by identity (the object too, so its id stays).
+                    hit = _plain_values.get(id(a))
+                    if hit is not None and hit[0] is a:
+                        append(hit[1])
+                    elif t is int or t is bool or t is float or (t is tuple and _all_ints(a)):
+                        v = _tuple_new(PyValue, (None, a, None))
+                        if len(_plain_values) >= 4096:
+                            _plain_values.clear()
+                        _plain_values[id(a)] = (a, v)
+                        append(v)
+                    else:
+                        self._flatten(a, out)
             if kwargs:  # F.batch_norm passes weight=, bias=, training=, momentum=, eps=
                 for k, a in kwargs.items():
                     t = type(a)
@@ -781,7 +785,7 @@ class _Recorder(TorchFunctionMode):
         frame = _getframe(1)  # the caller of the torch function
         code = frame.f_code
         if code is _HANDLE_TF_CODE:  # a Python-level torch function: skip its wrapper
-            frame = frame.f_back.f_back
+            frame = _getframe(3)  # (not frame.f_back.f_back: no frame object for the wrapper)
             code = frame.f_code
         stack = self.stack
         top = stack[-1] if stack else None
@@ -799,7 +803,7 @@ class _Recorder(TorchFunctionMode):
                None, None, False]
         records.append(rec)
         try:
-            result = func(*args, **kwargs)
+            result = func(*args, **kwargs) if kwargs else func(*args)
         except BaseException as exc:
             rec[_ERROR] = _error_text(exc)
             raise
@@ -809,9 +813,34 @@ class _Recorder(TorchFunctionMode):
                 rec[_INPLACE] = True
                 self._forget()
         else:
-            if name[-1] == "_" or (args and args[0] is result) or "out" in kwargs:
+            same = args and args[0] is result
+            if same or name[-1] == "_" or "out" in kwargs:
                 self._forget()  # before the output is looked up: its shape may be new
-            self._outputs(result, rec, args[:1])
+            if type(result) is Tensor and not self.values:  # the usual case, inline
+                seen = self.seen
+                known = seen.get(id(result))
+                if known is not None and known[0] is result:
+                    rec[_OUTPUTS] = [known[1]]
+                else:
+                    try:
+                        s = result.shape
+                    except RuntimeError:  # e.g. a nested tensor
+                        s = None
+                    if s:
+                        info = _tuple_new(TensorInfo, (s, result.dtype, result.device,
+                                                       result.requires_grad, None, None, None))
+                        seen[id(result)] = (result, info)
+                        recent = self.recent
+                        recent.append(id(result))
+                        if len(recent) > _RECENT:
+                            seen.pop(recent.pop(0), None)
+                        rec[_OUTPUTS] = [info]
+                    else:
+                        rec[_OUTPUTS] = [self._value(result)]
+                if same:
+                    rec[_INPLACE] = True
+            else:
+                self._outputs(result, rec, args[:1])
         if kwargs and (kwargs.get("inplace") is True or "out" in kwargs):
             rec[_INPLACE] = True
         return result
@@ -856,18 +885,34 @@ class _Recorder(TorchFunctionMode):
                 return forward(*args, **kwargs)
             if len(records) >= max_steps:
                 recorder._limit()
-            inputs = None if kwargs else recorder._known_values(args)
+            inputs = None
+            if not kwargs:
+                if len(args) == 1:  # the usual case, inline: the last op's output
+                    known = seen.get(id(args[0]))
+                    if known is not None and known[0] is args[0]:
+                        inputs = [known[1]]
+                else:
+                    inputs = recorder._known_values(args)
             if inputs is None:  # metadata to read: not through our own mode
                 with _no_torch_function():
                     inputs = recorder._values_of(args, kwargs)
-            frame = _getframe(1)  # nn.Module._call_impl (or its closure, with hooks)
-            code = frame.f_code
-            if code is _CALL_IMPL_CODE or code in _INNER_CODES:
-                if code is not _CALL_IMPL_CODE:
-                    frame = frame.f_back
+            # The frame that called the module: module(x) runs _wrapped_call_impl, then
+            # _call_impl, then this. Frame objects are made only for the frames looked at.
+            try:
+                frame = _getframe(2)
+            except ValueError:  # forward called directly, from the outermost frame
+                frame = None
+            if frame is not None and frame.f_code is _WRAPPED_CALL_IMPL_CODE:
                 frame = frame.f_back
-                if frame.f_code is _WRAPPED_CALL_IMPL_CODE:
+            else:
+                frame = _getframe(1)  # nn.Module._call_impl, its closure (hooks), or not
+                code = frame.f_code
+                if code is _CALL_IMPL_CODE or code in _INNER_CODES:
+                    if code is not _CALL_IMPL_CODE:
+                        frame = frame.f_back
                     frame = frame.f_back
+                    if frame.f_code is _WRAPPED_CALL_IMPL_CODE:
+                        frame = frame.f_back
             top = stack[-1] if stack else None
             code = frame.f_code
             lib = _lib_code.get(id(code))
@@ -887,7 +932,7 @@ class _Recorder(TorchFunctionMode):
                     with _no_torch_function():
                         output = forward(*args, **kwargs)
                 else:
-                    output = forward(*args, **kwargs)
+                    output = forward(*args, **kwargs) if kwargs else forward(*args)
             except BaseException as exc:
                 rec[_ERROR] = _error_text(exc)
                 raise
@@ -913,7 +958,7 @@ _NONE = PyValue(None, None)
 _RECENT = 8  # tensors other than parameters whose TensorInfo a recorder keeps at hand
 _NO_KWARGS: dict = {}  # never written to
 _Parameter = nn.Parameter
-_plain_values: dict = {}  # (type, value) -> PyValue: ints, floats, bools, int tuples
+_plain_values: dict = {}  # id(obj) -> (obj, its PyValue): ints, floats, bools, int tuples
 
 
 def _all_ints(items) -> bool:

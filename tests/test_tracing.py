@@ -748,3 +748,27 @@ def test_parameters_changed_between_traces_are_recorded_as_they_are_now():
         lin.weight.data = torch.zeros(5, 3)
         lin.bias = nn.Parameter(torch.zeros(5))
     assert linear_inputs() == [((4, 3), False), ((5, 3), False), ((5,), True)]
+
+
+def test_module_steps_point_at_the_calling_line_with_hooks_and_direct_forward_calls():
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 3)
+            self.b = nn.Linear(3, 3)
+
+        def forward(self, X):
+            X = self.a(X)  # through __call__
+            return self.b.forward(X)  # around __call__: no hooks, still a step
+
+    net = Outer()
+    for hooked in (False, True):
+        handle = net.a.register_forward_hook(lambda m, i, o: None) if hooked else None
+        t = trace(net, torch.randn(2, 3))
+        if handle is not None:
+            handle.remove()
+        mods = {s.path: s for s in t.steps if s.kind == "module"}
+        assert mods["a"].line == "X = self.a(X)  # through __call__"
+        assert mods["b"].line == "return self.b.forward(X)  # around __call__: no hooks, still a step"
+        assert mods[""].line.startswith("t = trace(net, torch.randn(2, 3))")
+        assert mods["a"].parent == mods["b"].parent == mods[""].index
