@@ -708,15 +708,14 @@ class _Recorder(TorchFunctionMode):
             rec[_OUTPUTS] = outs
 
     def _remember(self, tensor, info, keep):
+        """Keep ``info`` at hand; unless ``keep``, only until _RECENT newer tensors came.
+        (``__torch_function__`` does the same inline for an op's output.)"""
         self.seen[id(tensor)] = (tensor, info)
-        if not keep:
+        if not keep:  # an id in `recent` is never a kept one: it can be dropped as it is
             recent = self.recent
             recent.append(id(tensor))
             if len(recent) > _RECENT:
-                key = recent.pop(0)
-                known = self.seen.get(key)
-                if known is not None and type(known[0]) is not _Parameter:
-                    del self.seen[key]
+                self.seen.pop(recent.pop(0), None)
 
     def _forget(self):
         """Something may have changed a tensor's shape, dtype or flags in place."""
