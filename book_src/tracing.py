@@ -29,6 +29,7 @@ import os
 import sys
 import textwrap
 import threading
+import types
 import weakref
 from operator import is_ as _is
 from operator import itemgetter
@@ -519,9 +520,9 @@ class _Recorder(TorchFunctionMode):
     one tight loop (``_build_steps``).
     """
 
-    def __init__(self, paths, max_steps, values):
+    def __init__(self, max_steps, values):
         super().__init__()
-        self.paths = paths  # id(module) -> (path, forward written in torch?)
+        self.paths: dict = {}  # id(module) -> (path, forward written in torch?)
         self.max_steps = max_steps
         self.values = values
         self.records: list = []
@@ -536,23 +537,10 @@ class _Recorder(TorchFunctionMode):
         # _RECENT newer ones. Any in-place op or attribute write empties it.
         self.seen: dict = {}
         self.recent: list = []
+        self.entering = None  # the module whose torch __call__ a stand-in runs (hooks)
 
-    def know_parameters(self, mods):
-        """Put the TensorInfo of every registered parameter and buffer into ``seen`` up
-        front, in one tight loop, instead of one at a time between the model's kernels."""
-        seen = self.seen
-        for _, mod in mods:
-            for group in (mod._parameters, mod._buffers):
-                for p in group.values():
-                    t = type(p)
-                    if t is _Parameter or t is Tensor:
-                        try:
-                            s = p.shape
-                            if s:
-                                seen[id(p)] = (p, _tuple_new(TensorInfo, (
-                                    s, p.dtype, p.device, p.requires_grad, None, None, None)))
-                        except RuntimeError:  # no single shape: read when used, if ever
-                            pass
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        raise RuntimeError("a _Recorder records only inside _run(), which sets its op hook")
 
     # -- values
 
@@ -597,87 +585,78 @@ class _Recorder(TorchFunctionMode):
             out.append(self._value(obj, name))
 
     def _values_of(self, args, kwargs):
+        """The values of a call's arguments. Tensors seen a moment ago and parameters are
+        in ``seen``, plain arguments a layer passes every call (stride=(1, 1), eps=1e-05)
+        in ``_plain_values``, by identity: one or two lookups each."""
         out = []
         append = out.append
-        values = self.values
-        try:
-            seen = self.seen
-            for a in args:
-                t = type(a)
-                if t is Tensor or t is _Parameter:
-                    known = seen.get(id(a))
-                    if known is not None and known[0] is a:
-                        append(known[1])
+        seen = self.seen
+        plain = _plain_values
+        for a in args:
+            known = seen.get(id(a))
+            if known is None or known[0] is not a:
+                known = plain.get(id(a))
+                if known is None or known[0] is not a:
+                    self._read(a, out, None)
+                    continue
+            append(known[1])
+        if kwargs:  # F.batch_norm passes weight=, bias=, training=, momentum=, eps=
+            for k, a in kwargs.items():
+                known = seen.get(id(a))
+                if known is None or known[0] is not a:
+                    known = plain.get(id(a))
+                    if known is None or known[0] is not a:
+                        self._read(a, out, k)
                         continue
-                    s = a.shape
-                    if s and not values:
-                        info = _tuple_new(TensorInfo, (s, a.dtype, a.device, a.requires_grad,
-                                                       None, None, None))
-                        self._remember(a, info, t is _Parameter)
-                        append(info)
-                    else:
-                        append(self._value(a))
-                elif a is None:
-                    append(_NONE)
+                v = known[1]
+                if v.is_tensor:
+                    append(_tuple_new(TensorInfo, (v[0], v[1], v[2], v[3], v[4], k, v[6])))
                 else:
-                    # A layer passes the same objects every call (stride=(1, 1), eps=1e-05):
-                    # their PyValue is kept by identity (the object too, so its id stays).
-                    hit = _plain_values.get(id(a))
-                    if hit is not None and hit[0] is a:
-                        append(hit[1])
-                    elif t is int or t is bool or t is float or (t is tuple and _all_ints(a)):
-                        v = _tuple_new(PyValue, (None, a, None))
-                        if len(_plain_values) >= 4096:
-                            _plain_values.clear()
-                        _plain_values[id(a)] = (a, v)
-                        append(v)
-                    else:
-                        self._flatten(a, out)
-            if kwargs:  # F.batch_norm passes weight=, bias=, training=, momentum=, eps=
-                for k, a in kwargs.items():
-                    t = type(a)
-                    if (t is Tensor or t is _Parameter) and not values:
-                        known = seen.get(id(a))
-                        if known is not None and known[0] is a:
-                            info = known[1]
-                        else:
-                            if not a.shape:
-                                append(self._value(a, k))
-                                continue
-                            info = _tuple_new(TensorInfo, (a.shape, a.dtype, a.device,
-                                                           a.requires_grad, None, None, None))
-                            self._remember(a, info, t is _Parameter)
-                        append(_tuple_new(TensorInfo, (info[0], info[1], info[2], info[3],
-                                                       None, k, None)))
-                    elif a is None or t is int or t is bool or t is float:
-                        append(_tuple_new(PyValue, (None, a, k)))
-                    else:
-                        self._flatten(a, out, k)
-        except RuntimeError:  # a metadata read failed (a lazy parameter, a nested tensor)
-            out = []
-            for a in args:
-                self._flatten(a, out)
-            if kwargs:
-                for k, v in kwargs.items():
-                    self._flatten(v, out, k)
+                    append(_tuple_new(PyValue, (v[0], v[1], k)))
         return out
 
+    def _read(self, a, out, name):
+        """Append the value of an argument that is in neither ``seen`` nor
+        ``_plain_values`` to ``out``."""
+        t = type(a)
+        if t is Tensor or t is _Parameter:
+            if not self.values:
+                try:
+                    s = a.shape
+                except RuntimeError:  # e.g. a nested tensor has no single shape
+                    s = None
+                if s:
+                    info = _tuple_new(TensorInfo, (s, a.dtype, a.device, a.requires_grad,
+                                                   None, None, None))
+                    self._remember(a, info, t is _Parameter)
+                    if name is not None:
+                        info = _tuple_new(TensorInfo, (s, info[1], info[2], info[3], None,
+                                                       name, None))
+                    out.append(info)
+                    return
+            out.append(self._value(a, name))
+        elif a is None or t is int or t is bool or t is float or (t is tuple and _all_ints(a)):
+            # kept by identity, for this trace and the next ones (the object too, so
+            # that its id stays)
+            if len(_plain_values) >= 4096:
+                _plain_values.clear()
+            v = _tuple_new(PyValue, (None, a, None))
+            _plain_values[id(a)] = (a, v)
+            out.append(v if name is None else _tuple_new(PyValue, (None, a, name)))
+        else:
+            self._flatten(a, out, name)
+
     def _known_values(self, args):
-        """The values of ``args`` if no tensor metadata has to be read for them (each
-        tensor was seen a moment ago), else None."""
+        """The values of ``args`` if each is in ``seen`` or ``_plain_values``, else None."""
         out = []
         seen = self.seen
         for a in args:
-            t = type(a)
-            if t is Tensor or t is _Parameter:
-                known = seen.get(id(a))
+            known = seen.get(id(a))
+            if known is None or known[0] is not a:
+                known = _plain_values.get(id(a))
                 if known is None or known[0] is not a:
                     return None
-                out.append(known[1])
-            elif a is None:
-                out.append(_NONE)
-            else:
-                return None
+            out.append(known[1])
         return out
 
     def _outputs(self, result, rec, args):
@@ -761,89 +740,6 @@ class _Recorder(TorchFunctionMode):
 
     # -- torch ops
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        try:
-            name = _classified[func]
-        except KeyError:
-            name = _classified[func] = _classify(func)
-        except TypeError:  # unhashable callable
-            name = _classify(func)
-        if kwargs is None:
-            kwargs = _NO_KWARGS
-        if name is _IGNORE:
-            return func(*args, **kwargs)
-        if name is _PROPERTY:
-            return self._property(func, args, kwargs)
-        if name is _SETTER:  # X.data = ..., X.requires_grad = ...
-            self._forget()
-            return func(*args, **kwargs)
-        records = self.records
-        if len(records) >= self.max_steps:
-            self._limit()
-        inputs = self._values_of(args, kwargs)
-        frame = _getframe(1)  # the caller of the torch function
-        code = frame.f_code
-        if code is _HANDLE_TF_CODE:  # a Python-level torch function: skip its wrapper
-            frame = _getframe(3)  # (not frame.f_back.f_back: no frame object for the wrapper)
-            code = frame.f_code
-        stack = self.stack
-        top = stack[-1] if stack else None
-        lib = _lib_code.get(id(code))
-        if lib is None:
-            lib = _is_lib(code)
-        if not lib:
-            lasti = frame.f_lasti
-        elif top is not None and top[1]:  # torch code inside a module written in torch
-            code = top[2]
-            lasti = top[3] if top[3] < 0 else -1 - top[3]
-        else:
-            code, lasti = self._site(frame, top)
-        rec = [0, name, code, lasti, None if top is None else top[0], None, None, inputs,
-               None, None, False]
-        records.append(rec)
-        try:
-            result = func(*args, **kwargs) if kwargs else func(*args)
-        except BaseException as exc:
-            rec[_ERROR] = _error_text(exc)
-            raise
-        if result is None:
-            rec[_OUTPUTS] = [_NONE]
-            if args:  # __setitem__ and friends change their first argument
-                rec[_INPLACE] = True
-                self._forget()
-        else:
-            same = args and args[0] is result
-            if same or name[-1] == "_" or "out" in kwargs:
-                self._forget()  # before the output is looked up: its shape may be new
-            if type(result) is Tensor and not self.values:  # the usual case, inline
-                seen = self.seen
-                known = seen.get(id(result))
-                if known is not None and known[0] is result:
-                    rec[_OUTPUTS] = [known[1]]
-                else:
-                    try:
-                        s = result.shape
-                    except RuntimeError:  # e.g. a nested tensor
-                        s = None
-                    if s:
-                        info = _tuple_new(TensorInfo, (s, result.dtype, result.device,
-                                                       result.requires_grad, None, None, None))
-                        seen[id(result)] = (result, info)
-                        recent = self.recent
-                        recent.append(id(result))
-                        if len(recent) > _RECENT:
-                            seen.pop(recent.pop(0), None)
-                        rec[_OUTPUTS] = [info]
-                    else:
-                        rec[_OUTPUTS] = [self._value(result)]
-                if same:
-                    rec[_INPLACE] = True
-            else:
-                self._outputs(result, rec, args[:1])
-        if kwargs and (kwargs.get("inplace") is True or "out" in kwargs):
-            rec[_INPLACE] = True
-        return result
-
     def _property(self, func, args, kwargs):
         """An attribute read (``X.T``, ``X.shape``): recorded only if it makes a tensor."""
         result = func(*args, **kwargs)
@@ -860,43 +756,163 @@ class _Recorder(TorchFunctionMode):
                                      None, False])
         return result
 
-    # -- module calls
 
-    def wrap(self, module, forward, torch_defined):
-        """A stand-in for ``module.forward`` that records the call around the real one."""
-        recorder = self
-        name = type(module).__name__
-        stack = self.stack
-        records = self.records
-        key = id(module)
-        path = self.paths[key][0]
-        calls = self.calls
-        thread = self.thread
-        max_steps = self.max_steps
-        seen = self.seen
-        # torch runs a fused kernel for these in eval mode without autograd, but only
-        # when no TorchFunctionMode is active: such a call runs (and is recorded) without
-        # ours, so that its output stays the same, and its internal ops are not recorded.
-        fastpath = isinstance(module, _FASTPATH_TYPES)
 
-        def traced_forward(*args, **kwargs):
-            if _get_ident() != thread:  # another thread's call is not part of this trace
-                return forward(*args, **kwargs)
-            if len(records) >= max_steps:
-                recorder._limit()
-            inputs = None
-            if not kwargs:
-                if len(args) == 1:  # the usual case, inline: the last op's output
-                    known = seen.get(id(args[0]))
-                    if known is not None and known[0] is args[0]:
-                        inputs = [known[1]]
+# ------------------------------------------------------------------------ torch ops
+
+
+def _op_hook(rec):
+    """The recorder's ``__torch_function__``: a closure over the recorder's state (one
+    call per torch function or Tensor method the forward makes: no attribute lookups on
+    the way, and bound once, not once per call)."""
+    records = rec.records
+    seen = rec.seen
+    recent = rec.recent
+    stack = rec.stack
+    max_steps = rec.max_steps
+    values = rec.values
+    read = rec._read
+    values_of = rec._values_of
+    plain = _plain_values
+
+    def __torch_function__(_self, func, types, args=(), kwargs=None):
+        try:
+            name = _classified[func]
+        except KeyError:
+            name = _classified[func] = _classify(func)
+        except TypeError:  # unhashable callable
+            name = _classify(func)
+        if type(name) is not str:
+            if name is _IGNORE:
+                return func(*args, **kwargs) if kwargs else func(*args)
+            if name is _PROPERTY:
+                return rec._property(func, args, kwargs or _NO_KWARGS)
+            rec._forget()  # an attribute write: X.data = ..., X.requires_grad = ...
+            return func(*args, **kwargs) if kwargs else func(*args)
+        if len(records) >= max_steps:
+            rec._limit()
+        if kwargs:
+            inputs = values_of(args, kwargs)
+        else:
+            inputs = []
+            for a in args:
+                known = seen.get(id(a))
+                if known is None or known[0] is not a:
+                    known = plain.get(id(a))
+                    if known is None or known[0] is not a:
+                        read(a, inputs, None)
+                        continue
+                inputs.append(known[1])
+        frame = _getframe(1)  # the caller of the torch function
+        code = frame.f_code
+        if code is _HANDLE_TF_CODE:  # a Python-level torch function: skip its wrapper
+            frame = _getframe(3)  # (not frame.f_back.f_back: no frame object for the wrapper)
+            code = frame.f_code
+        top = stack[-1] if stack else None
+        lib = _lib_code.get(id(code))
+        if lib is None:
+            lib = _is_lib(code)
+        if not lib:
+            lasti = frame.f_lasti
+        elif top is not None and top[1]:  # torch code inside a module written in torch
+            code = top[2]
+            lasti = top[3] if top[3] < 0 else -1 - top[3]
+        else:
+            code, lasti = rec._site(frame, top)
+        record = [0, name, code, lasti, None if top is None else top[0], None, None, inputs,
+                  None, None, False]
+        records.append(record)
+        try:
+            result = func(*args, **kwargs) if kwargs else func(*args)
+        except BaseException as exc:
+            record[_ERROR] = _error_text(exc)
+            raise
+        if result is None:
+            record[_OUTPUTS] = [_NONE]
+            if args:  # __setitem__ and friends change their first argument
+                record[_INPLACE] = True
+                rec._forget()
+        elif type(result) is Tensor and not values:  # the usual case, inline
+            same = args and args[0] is result
+            if same or name[-1] == "_" or (kwargs and "out" in kwargs):
+                rec._forget()  # before the output is looked up: its shape may be new
+            known = seen.get(id(result))
+            if known is not None and known[0] is result:
+                record[_OUTPUTS] = [known[1]]
+            else:
+                try:
+                    s = result.shape
+                except RuntimeError:  # e.g. a nested tensor
+                    s = None
+                if s:
+                    info = _tuple_new(TensorInfo, (s, result.dtype, result.device,
+                                                   result.requires_grad, None, None, None))
+                    seen[id(result)] = (result, info)
+                    recent.append(id(result))
+                    if len(recent) > _RECENT:
+                        seen.pop(recent.pop(0), None)
+                    record[_OUTPUTS] = [info]
                 else:
-                    inputs = recorder._known_values(args)
-            if inputs is None:  # metadata to read: not through our own mode
-                with _no_torch_function():
-                    inputs = recorder._values_of(args, kwargs)
-            # The frame that called the module: module(x) runs _wrapped_call_impl, then
-            # _call_impl, then this. Frame objects are made only for the frames looked at.
+                    record[_OUTPUTS] = [rec._value(result)]
+            if same:
+                record[_INPLACE] = True
+        else:
+            if (args and args[0] is result) or name[-1] == "_" or (kwargs and "out" in kwargs):
+                rec._forget()
+            rec._outputs(result, record, args[:1])
+        if kwargs and (kwargs.get("inplace") is True or "out" in kwargs):
+            record[_INPLACE] = True
+        return result
+
+    return __torch_function__
+
+
+# ---------------------------------------------------------------------- module calls
+
+
+def _stand_in(rec, members, forward, call=None):
+    """A stand-in for a module class's ``__call__`` (given torch's, ``call``) or its
+    ``forward`` (``call`` None), set on the class for the duration of a trace.
+
+    It records the calls of ``members`` (id(module) -> (path, class name, forward written
+    in torch?, torch's fused fast path?) of the model's modules of exactly this class)
+    made by the tracing thread, and passes every other call straight on: other instances
+    of the class, another thread's calls, ``super().forward(x)`` from a subclass (that
+    module is a member of its own class).
+
+    The ``__call__`` stand-in does what torch's ``__call__`` does for a module without
+    hooks (call ``forward``) in one Python frame instead of two, and knows its caller
+    without looking further up the stack. With hooks (or a compiled module, or JIT
+    tracing) it runs torch's ``__call__``, whose ``forward`` stand-in then passes the call
+    through. The ``forward`` stand-in records the calls that come another way: a direct
+    ``child.forward(x)``, a module with its own ``forward`` attribute or ``__call__``."""
+    stack = rec.stack
+    records = rec.records
+    calls = rec.calls
+    thread = rec.thread
+    max_steps = rec.max_steps
+    seen = rec.seen
+    through = call or forward
+    hooks = _GLOBAL_HOOKS
+
+    def traced(self, *args, **kwargs):
+        key = id(self)
+        info = members.get(key)
+        if info is None or _get_ident() != thread:
+            return through(self, *args, **kwargs)
+        if call is not None:
+            frame = _getframe(1)  # module(x) called this directly
+            direct = not (self._forward_hooks or self._forward_pre_hooks
+                          or self._backward_hooks or self._backward_pre_hooks
+                          or self._compiled_call_impl is not None
+                          or hooks[0] or hooks[1] or hooks[2] or hooks[3]
+                          or _get_tracing_state())
+        else:
+            if rec.entering is self:  # reached from the __call__ stand-in: recorded there
+                rec.entering = None
+                return forward(self, *args, **kwargs)
+            # module(x) ran _wrapped_call_impl, then _call_impl, then this; a direct
+            # child.forward(x) ran this. Frame objects are made only for frames looked at.
             try:
                 frame = _getframe(2)
             except ValueError:  # forward called directly, from the outermost frame
@@ -912,44 +928,129 @@ class _Recorder(TorchFunctionMode):
                     frame = frame.f_back
                     if frame.f_code is _WRAPPED_CALL_IMPL_CODE:
                         frame = frame.f_back
-            top = stack[-1] if stack else None
-            code = frame.f_code
-            lib = _lib_code.get(id(code))
-            if lib is None:
-                lib = _is_lib(code)
-            if not lib:
-                lasti = frame.f_lasti
+            direct = True
+        if len(records) >= max_steps:
+            rec._limit()
+        inputs = None
+        if not kwargs:
+            if len(args) == 1:  # the usual case, inline: the last op's output
+                known = seen.get(id(args[0]))
+                if known is not None and known[0] is args[0]:
+                    inputs = [known[1]]
             else:
-                code, lasti = recorder._site(frame, top)
-            call = calls[key] = calls.get(key, 0) + 1
-            rec = [1, name, code, lasti, None if top is None else top[0], path, call,
-                   inputs, None, None, False]
-            records.append(rec)
-            stack.append((len(records) - 1, torch_defined, code, lasti))
-            try:
-                if fastpath and not module.training and not torch.is_grad_enabled():
-                    with _no_torch_function():
-                        output = forward(*args, **kwargs)
-                else:
-                    output = forward(*args, **kwargs) if kwargs else forward(*args)
-            except BaseException as exc:
-                rec[_ERROR] = _error_text(exc)
-                raise
-            finally:
-                stack.pop()
-            known = seen.get(id(output))
-            if known is not None and known[0] is output:
-                rec[_OUTPUTS] = [known[1]]
-                for a in args:
-                    if a is output:
-                        rec[_INPLACE] = True
-                        break
-            else:
+                inputs = rec._known_values(args)
+        if inputs is None:  # metadata to read: not through our own mode
+            with _no_torch_function():
+                inputs = rec._values_of(args, kwargs)
+        top = stack[-1] if stack else None
+        code = frame.f_code
+        lib = _lib_code.get(id(code))
+        if lib is None:
+            lib = _is_lib(code)
+        if not lib:
+            lasti = frame.f_lasti
+        elif top is not None and top[1]:  # called by a module written in torch
+            code = top[2]
+            lasti = top[3] if top[3] < 0 else -1 - top[3]
+        else:
+            code, lasti = rec._site(frame, top)
+        path, name, torch_defined, fastpath = info
+        n = calls[key] = calls.get(key, 0) + 1
+        record = [1, name, code, lasti, None if top is None else top[0], path, n, inputs,
+                  None, None, False]
+        records.append(record)
+        stack.append((len(records) - 1, torch_defined, code, lasti))
+        entering = rec.entering
+        try:
+            if not direct:  # torch's __call__ runs the hooks, then our forward stand-in
+                rec.entering = self
+                output = call(self, *args, **kwargs)
+            elif fastpath and not self.training and not torch.is_grad_enabled():
                 with _no_torch_function():
-                    recorder._outputs(output, rec, args)
-            return output
+                    output = forward(self, *args, **kwargs)
+            else:
+                output = forward(self, *args, **kwargs) if kwargs else forward(self, *args)
+        except BaseException as exc:
+            record[_ERROR] = _error_text(exc)
+            raise
+        finally:
+            stack.pop()
+            rec.entering = entering
+        known = seen.get(id(output))
+        if known is not None and known[0] is output:
+            record[_OUTPUTS] = [known[1]]
+            for a in args:
+                if a is output:
+                    record[_INPLACE] = True
+                    break
+        else:
+            with _no_torch_function():
+                rec._outputs(output, record, args)
+        return output
 
-        return traced_forward
+    return traced
+
+
+def _patch(rec, mods, paths):
+    """Set the stand-ins: per module class, on the class, one for ``__call__`` and one for
+    ``forward``, so that a model of many modules costs a handful of attribute writes. A
+    module whose forward is its own attribute (or no plain function) gets a ``forward``
+    stand-in of its own, on the instance. Returns what ``_unpatch`` needs to put
+    everything back."""
+    groups = {}  # class -> (its forward, its __call__ if torch's, {id(module): info})
+    own = []  # (module, info) for modules patched on the instance
+    for _, mod in mods:
+        cls = type(mod)
+        key = id(mod)
+        path, lib = paths[key]
+        info = (path, cls.__name__, lib, isinstance(mod, _FASTPATH_TYPES))
+        group = groups.get(cls)
+        if group is None:
+            forward = getattr(cls, "forward", None)  # read before any class is patched
+            group = groups[cls] = (forward if type(forward) is _FunctionType else None,
+                                   _MODULE_CALL if cls.__call__ is _MODULE_CALL else None,
+                                   {})
+        if group[0] is None or "forward" in mod.__dict__:
+            own.append((mod, info))
+        else:
+            group[2][key] = info
+    undo = []
+    try:
+        for cls, (forward, call, members) in groups.items():
+            if members:
+                undo.append((cls, "forward", "forward" in cls.__dict__,
+                             cls.__dict__.get("forward")))
+                cls.forward = _stand_in(rec, members, forward)
+                if call is not None:
+                    undo.append((cls, "__call__", "__call__" in cls.__dict__,
+                                 cls.__dict__.get("__call__")))
+                    cls.__call__ = _stand_in(rec, members, forward, call)
+        for mod, info in own:
+            undo.append((mod, "forward", "forward" in mod.__dict__, mod.__dict__.get("forward")))
+            mod.__dict__["forward"] = _MethodType(
+                _stand_in(rec, {id(mod): info}, _without_self(mod.forward)), mod)
+    except BaseException:
+        _unpatch(undo)
+        raise
+    return undo
+
+
+def _without_self(bound):
+    """``bound`` (a module's own forward) called as a stand-in calls a class's forward."""
+    return lambda _module, *args, **kwargs: bound(*args, **kwargs)
+
+
+def _unpatch(undo):
+    for obj, attr, had, original in reversed(undo):
+        if isinstance(obj, type):
+            if had:
+                setattr(obj, attr, original)
+            else:
+                delattr(obj, attr)
+        elif had:
+            obj.__dict__[attr] = original
+        else:
+            obj.__dict__.pop(attr, None)
 
 
 _FASTPATH_TYPES = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder)
@@ -975,6 +1076,14 @@ def _tensor_kind(t) -> str:
 
 _no_torch_function = torch._C.DisableTorchFunction
 _getframe = sys._getframe
+_FunctionType = types.FunctionType
+_MODULE_CALL = nn.Module.__call__
+_get_tracing_state = torch._C._get_tracing_state
+# torch's module-wide hook registries (dicts that registering a hook fills in place):
+# with any of them non-empty, torch's __call__ runs its slow path
+_GLOBAL_HOOKS = tuple(getattr(torch.nn.modules.module, "_global_" + n) for n in (
+    "forward_hooks", "forward_pre_hooks", "backward_hooks", "backward_pre_hooks"))
+_MethodType = types.MethodType
 _get_ident = threading.get_ident
 Tensor = torch.Tensor
 
@@ -1105,12 +1214,18 @@ class Trace:
         return json.dumps(self.to_dict(), **kw)
 
 
-def _walk(model: nn.Module) -> tuple[dict, list]:
-    """The model's modules in ``named_modules()`` order, each once: ``paths`` maps
-    id(module) to (path, is its forward written in torch?), ``mods`` lists the (path,
-    module) pairs."""
+def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, dict]:
+    """One pass over the model's modules, in ``named_modules()`` order, each once.
+
+    Returns ``paths`` (id(module) -> (path, is its forward written in torch?)), ``mods``
+    (the (path, module) pairs) and ``own`` (path -> ([(id, numel)] of the parameters
+    registered on the module itself, their total); None for a module with a lazy
+    parameter, counted after the forward that builds it). With ``seen``, the TensorInfo
+    of every parameter and buffer goes into it up front, in this one tight loop, instead
+    of being read one at a time between the model's kernels."""
     paths = {}
     mods = []
+    own = {}
     todo = [("", model)]
     lib_types = _lib_types
     while todo:
@@ -1125,44 +1240,85 @@ def _walk(model: nn.Module) -> tuple[dict, list]:
             lib = lib_types[cls] = code is not None and _is_lib(code)
         paths[key] = (path, lib)
         mods.append((path, mod))
+        ps = []
+        total = 0
+        for p in mod._parameters.values():
+            if p is None:
+                continue
+            t = type(p)
+            if t is _Parameter or t is Tensor:
+                try:
+                    s = p.shape
+                except RuntimeError:  # no single shape (a nested tensor)
+                    s = None
+                if s is not None:
+                    n = s.numel()
+                    if seen is not None and s:
+                        seen[id(p)] = (p, _tuple_new(TensorInfo, (
+                            s, p.dtype, p.device, p.requires_grad, None, None, None)))
+                else:
+                    n = p.numel()
+            elif isinstance(p, _LazyTensor):
+                ps = None
+                break
+            else:
+                n = p.numel()
+            ps.append((id(p), n))
+            total += n
+        own[path] = None if ps is None else (ps, total)
+        if seen is not None:
+            for p in mod._buffers.values():
+                t = type(p)
+                if t is _Parameter or t is Tensor:
+                    try:
+                        s = p.shape
+                    except RuntimeError:  # no single shape: read when used, if ever
+                        continue
+                    if s:
+                        seen[id(p)] = (p, _tuple_new(TensorInfo, (
+                            s, p.dtype, p.device, p.requires_grad, None, None, None)))
         children = mod._modules
         if children:
             prefix = path + "." if path else ""
             for name, child in reversed(children.items()):
                 if child is not None:
                     todo.append((prefix + name, child))
-    return paths, mods
+    return paths, mods, own
 
 
 _lib_types: dict = {}  # module class -> is its forward written in torch?
-_Uninitialized = nn.parameter.UninitializedParameter
 _LazyTensor = nn.parameter.UninitializedTensorMixin
 
 
-def _module_table(paths: dict, mods: list, called=None) -> dict:
+def _own_params(mod) -> tuple[list, int]:
+    ps = []
+    total = 0
+    for p in mod._parameters.values():
+        if p is not None:
+            n = 0 if isinstance(p, _LazyTensor) else p.numel()
+            ps.append((id(p), n))
+            total += n
+    return ps, total
+
+
+def _module_table(paths: dict, mods: list, own: dict, called=None) -> dict:
     """A ModuleInfo per path, in ``named_modules()`` order. Built after the forward, so
     that lazy layers (``nn.LazyLinear``) count the parameters their first call made (an
     uninitialized one counts 0). A parameter or module registered in two places is
     counted once in every subtree that holds it. ``extra`` is filled in for the root and
     the ``called`` paths (all, if None)."""
-    own = {}  # path -> [(id, numel)] of the parameters registered on the module itself
-    own_total = {}
     kids = {}  # path -> child paths
     refs = 0
     seen = set()
     edges = 0
     for path, mod in mods:
-        ps = []
-        n_own = 0
-        for p in mod._parameters.values():
-            if p is not None:
-                n = 0 if isinstance(p, _LazyTensor) else p.numel()
-                ps.append((id(p), n))
-                seen.add(id(p))
-                n_own += n
-        own[path] = ps
-        own_total[path] = n_own
+        got = own[path]
+        if got is None:  # a lazy layer: its parameters may exist now
+            got = own[path] = _own_params(mod)
+        ps = got[0]
         refs += len(ps)
+        for pid, _ in ps:
+            seen.add(pid)
         children = []
         for c in mod._modules.values():
             if c is not None:
@@ -1172,7 +1328,7 @@ def _module_table(paths: dict, mods: list, called=None) -> dict:
     total = {}
     if refs == len(seen) and edges == len(mods) - 1:  # a tree: plain sums
         for path, _ in reversed(mods):  # each child comes after its parent
-            n = own_total[path]
+            n = own[path][1]
             for k in kids[path]:
                 n += total[k]
             total[path] = n
@@ -1182,7 +1338,7 @@ def _module_table(paths: dict, mods: list, called=None) -> dict:
         def collect(path):  # {id: numel} of the whole subtree, each tensor once
             got = subtree.get(path)
             if got is None:
-                got = subtree[path] = dict(own[path])
+                got = subtree[path] = dict(own[path][0])
                 for k in kids[path]:
                     got.update(collect(k))
             return got
@@ -1193,13 +1349,13 @@ def _module_table(paths: dict, mods: list, called=None) -> dict:
     for path, mod in mods:
         extra = _extra_repr(mod) if called is None or path in called or not path else ""
         infos[path] = ModuleInfo(path, type(mod).__name__, extra, total[path],
-                                 own_total[path], kids[path])
+                                 own[path][1], kids[path])
     return infos
 
 
 def module_table(model: nn.Module) -> dict:
     """``Trace.modules`` for a model that is not traced: path -> ModuleInfo."""
-    return _module_table(*_walk(model))
+    return _module_table(*_survey(model))
 
 
 def _build_steps(records) -> tuple[list, dict]:
@@ -1210,34 +1366,39 @@ def _build_steps(records) -> tuple[list, dict]:
     sites: dict = {}  # (id(code), raw lasti) -> (filename, lineno, text, func, first, label)
     sources: dict = {}
     state: dict = {}  # (parent, id(code)) -> [last line, last offset, {line: passes}]
-    passes = []  # (step, state key, line, pass) for direct steps
+    counted = []  # (step, {line: passes} of its function call, line, pass) for direct steps
     steps = []
     append = steps.append
-    for index, r in enumerate(records):
-        kind, name, code, lasti, parent, path, call, inputs, outputs, error, inplace = r
+    inplace_names = _inplace_names
+    index = -1
+    for kind, name, code, lasti, parent, path, call, inputs, outputs, error, inplace in records:
+        index += 1
         site = sites.get((id(code), lasti))
         if site is None:
             site = sites[(id(code), lasti)] = _site(code, lasti, sources)
         filename, lineno, text, func, first, label = site
         if parent is None:
-            depth, ppath = 0, ""
+            depth = 0
+            ppath = ""
         else:
             up = steps[parent]
-            depth, ppath = up.depth + 1, up.path
+            depth = up.depth + 1
+            ppath = up.path
         if kind == 0:  # an op
             if label is not None:
                 name = label
-                if label in _INPLACE_OPERATORS:
-                    inplace = True
-            if not inplace and name.endswith("_") and not name.endswith("__"):
-                inplace = True
+            if not inplace:
+                inplace = inplace_names.get(name)
+                if inplace is None:
+                    inplace = inplace_names[name] = name in _INPLACE_OPERATORS or (
+                        name[-1:] == "_" and name[-2:] != "__")
             step = Step(index, "op", name, ppath, depth, parent, None, inputs,
                         outputs or [], filename, lineno, text, func, first, None, inplace,
                         error, lasti < 0)
         else:
-            step = Step(index, "module", name, ppath if path is None else path, depth,
-                        parent, call, inputs, outputs or [], filename, lineno, text, func,
-                        first, None, inplace, error, False, name)
+            step = Step(index, "module", name, path, depth, parent, call, inputs,
+                        outputs or [], filename, lineno, text, func, first, None, inplace,
+                        error, False, name)
         append(step)
         if lasti >= 0:
             # A new pass over a line starts when the line is entered from another line,
@@ -1246,32 +1407,58 @@ def _build_steps(records) -> tuple[list, dict]:
             st = state.get(skey)
             if st is None:
                 st = state[skey] = [lineno, lasti, {lineno: 1}]
+                counted.append((step, st[2], lineno, 1))
             elif st[0] != lineno or lasti <= st[1]:
                 seen = st[2]
-                seen[lineno] = seen.get(lineno, 0) + 1
-                st[0], st[1] = lineno, lasti
+                n = seen[lineno] = seen.get(lineno, 0) + 1
+                st[0] = lineno
+                st[1] = lasti
+                counted.append((step, seen, lineno, n))
             else:
                 st[1] = lasti
-            passes.append((step, st[2], lineno, st[2][lineno]))
-    for step, seen, lineno, n in passes:
+                counted.append((step, st[2], lineno, st[2][lineno]))
+    for step, seen, lineno, n in counted:
         if seen[lineno] > 1:
             step.iteration = n
     return steps, sources
 
 
+_inplace_names: dict = {}  # op name -> does the name say it works in place?
+
+
 def _site(code, lasti, sources) -> tuple:
     """Where a record points: (filename, lineno, line text, function, its first line,
     operator label). A negative ``lasti`` (-1 - offset) marks a nested record: no
-    operator label. Also puts the function's source into ``sources``."""
+    operator label. Also puts the function's source into ``sources``.
+
+    Kept between traces per code object and offset, while linecache holds the same
+    lines for the file (a re-run notebook cell has new code objects anyway)."""
     if code is _RUN_CODE:  # no reader's frame at all (e.g. `python -m book_src`)
         return "", 0, "", "", 0, None
-    offset = lasti if lasti >= 0 else -1 - lasti
-    lineno = _line_at(code, offset)
-    filename, func, first = code.co_filename, code.co_name, code.co_firstlineno
-    if (filename, first) not in sources:
-        sources[(filename, first)] = _function_block(filename, first, func)
-    label = _labels_for(code).get(offset) if lasti >= 0 else None
-    return filename, lineno, linecache.getline(filename, lineno).strip(), func, first, label
+    filename = code.co_filename
+    lines = linecache.getlines(filename)
+    key = (id(code), lasti)
+    hit = _site_cache.get(key)
+    if hit is None or hit[0] is not code or hit[1] is not lines:
+        offset = lasti if lasti >= 0 else -1 - lasti
+        lineno = _line_at(code, offset)
+        func, first = code.co_name, code.co_firstlineno
+        label = _labels_for(code).get(offset) if lasti >= 0 else None
+        text = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ""
+        if len(_site_cache) >= 4096:
+            _site_cache.clear()
+        block = sources.get((filename, first))
+        if block is None:
+            block = _function_block(filename, first, func)
+        hit = _site_cache[key] = (code, lines, (filename, lineno, text, func, first, label),
+                                  block)
+    site = hit[2]
+    sources[(filename, site[4])] = hit[3]
+    return site
+
+
+# (id(code), lasti) -> (code, the file's lines in linecache, site, function's source)
+_site_cache: dict = {}
 
 
 def _line_at(code, lasti) -> int:
@@ -1300,29 +1487,25 @@ def _function_block(filename, first, name) -> list[str]:
 
 def _run(rec, model, mods, args, kwargs, ops=True):
     """Call the model once with ``rec`` recording; return (output, error)."""
-    # Module calls are recorded by a stand-in `forward` set on each module instance for
-    # the duration of the call (and removed in `finally`), not by forward hooks: any
-    # hook sends nn.Module.__call__ down its slow path, which costs more than the
-    # recording itself. The model's hook dicts are never touched.
-    patched = []
+    # Module calls are recorded by stand-in forwards (set on the modules' classes for the
+    # duration of the call and removed in `finally`), not by forward hooks: any hook sends
+    # nn.Module.__call__ down its slow path, which costs more than the recording itself.
+    # The model's hook dicts are never touched.
+    undo = _patch(rec, mods, rec.paths)
     try:
-        for _, mod in mods:
-            had = "forward" in mod.__dict__
-            original = mod.__dict__.get("forward")
-            mod.__dict__["forward"] = rec.wrap(mod, mod.forward, rec.paths[id(mod)][1])
-            patched.append((mod, had, original))
         if not ops:  # module calls only: no TorchFunctionMode, ops run at full speed
             return model(*args, **kwargs), None
+        # torch looks __torch_function__ up on the mode object (and wants a method of
+        # it): the closure, bound and set on the instance, comes before the class's
+        # method. It is removed after: it refers back to the recorder.
+        rec.__torch_function__ = _MethodType(_op_hook(rec), rec)
         with rec:
             return model(*args, **kwargs), None
     except Exception as exc:
         return None, exc
     finally:
-        for mod, had, original in patched:
-            if had:
-                mod.__dict__["forward"] = original
-            else:
-                mod.__dict__.pop("forward", None)
+        rec.__dict__.pop("__torch_function__", None)
+        _unpatch(undo)
 
 
 _RUN_CODE = _run.__code__
@@ -1357,16 +1540,15 @@ def trace(model, *args, ops: bool = True, max_steps: int | None = DEFAULT_MAX_ST
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        paths, mods = _walk(model)
-        rec = _Recorder(paths, max_steps, values)
-        if ops and not values:
-            rec.know_parameters(mods)
+        rec = _Recorder(max_steps, values)
+        paths, mods, own = _survey(model, rec.seen if ops and not values else None)
+        rec.paths = paths
         with _LOCK:  # traces from several threads take turns: each patches the modules
             output, error = _run(rec, model, mods, args, kwargs, ops)
         steps, sources = _build_steps(rec.records)
         rec.records = rec.seen = None  # freed now, before the collector runs again
         # after the forward: lazy layers are built now
-        infos = _module_table(paths, mods, {s.path for s in steps if s.kind == "module"})
+        infos = _module_table(paths, mods, own, {s.path for s in steps if s.kind == "module"})
     finally:
         if gc_was_enabled:
             gc.enable()

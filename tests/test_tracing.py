@@ -231,7 +231,8 @@ def _state(model):
         (name, m.training, dict(m._forward_hooks), dict(m._forward_pre_hooks),
          dict(m._backward_hooks), dict(m._forward_hooks_with_kwargs),
          dict(m._forward_pre_hooks_with_kwargs), dict(m._forward_hooks_always_called),
-         "forward" in m.__dict__)
+         "forward" in m.__dict__, getattr(m.forward, "__func__", m.forward), type(m).__call__,
+         [{k: c.__dict__.get(k) for k in ("forward", "__call__")} for c in type(m).__mro__])
         for name, m in model.named_modules()
     ]
 
@@ -772,3 +773,90 @@ def test_module_steps_point_at_the_calling_line_with_hooks_and_direct_forward_ca
         assert mods["b"].line == "return self.b.forward(X)  # around __call__: still a step"
         assert mods[""].line.startswith("t = trace(net, torch.randn(2, 3))")
         assert mods["a"].parent == mods["b"].parent == mods[""].index
+
+
+class _Scaled(nn.Linear):
+    """A subclass whose forward runs its base class's forward through super()."""
+
+    def forward(self, X):
+        return super().forward(X) * 2
+
+
+def test_subclass_forward_through_super_and_an_unregistered_module_are_one_step_each():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.plain = nn.Linear(3, 3)
+            self.scaled = _Scaled(3, 3)
+            self.loose = [nn.Linear(3, 3)]  # not registered: its call is no module step
+
+        def forward(self, X):
+            return self.loose[0](self.scaled(self.plain(X)))
+
+    net = Net()
+    X = torch.randn(2, 3)
+    before = _state(net)
+    t = trace(net, X)
+    assert torch.equal(t.output, net(X))
+    assert [(s.path, s.name, s.call) for s in t.view("modules")] == [
+        ("", "Net", 1), ("plain", "Linear", 1), ("scaled", "_Scaled", 1)]
+    ops = [s for s in t.steps if s.kind == "op"]
+    # F.linear inside plain (hidden), in scaled's super().forward (the reader's line), the
+    # reader's `* 2`, then the unregistered layer's F.linear at the reader's line
+    assert [(s.name, s.path, s.internal) for s in ops] == [
+        ("F.linear", "plain", True), ("F.linear", "scaled", False), ("*", "scaled", False),
+        ("F.linear", "", False)]
+    assert ops[1].line == "return super().forward(X) * 2"
+    assert _state(net) == before
+
+
+def test_hooks_on_a_module_and_module_wide_hooks_still_run_and_are_recorded():
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(8, 2))
+    X = torch.randn(5, 3)
+    fired = []
+    doubled = net[0].register_forward_hook(lambda m, i, o: torch.cat([o, o], 1))
+    pre = net[2].register_forward_pre_hook(lambda m, i: fired.append("pre"))
+    everywhere = nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: fired.append(type(m).__name__))
+    try:
+        before = _state(net)
+        expected = net(X)
+        fired.clear()
+        t = trace(net, X)
+        assert torch.equal(t.output, expected)
+        assert fired == ["Linear", "ReLU", "pre", "Linear", "Sequential"]
+        assert _state(net) == before
+    finally:
+        doubled.remove()
+        pre.remove()
+        everywhere.remove()
+    mods = t.view("modules")
+    # a module's step shows what its caller got back: net[0]'s output as its hook made it
+    assert [(s.path, s.input_shapes, s.output_shapes) for s in mods] == [
+        ("", [(5, 3)], [(5, 2)]), ("0", [(5, 3)], [(5, 8)]), ("1", [(5, 8)], [(5, 8)]),
+        ("2", [(5, 8)], [(5, 2)])]
+    cat = next(s for s in t.steps if s.name == "torch.cat")
+    assert cat.path == "0" and not cat.internal and "torch.cat([o, o], 1)" in cat.line
+
+
+def test_modules_with_a_forward_of_their_own_each_run_theirs():
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 4)
+            self.b = nn.Linear(3, 5)
+
+        def forward(self, X):
+            return self.a(X), self.b(X)
+
+    net = Pair()
+    for lin in (net.a, net.b):  # forward set on the instance, e.g. by a wrapper library
+        lin.forward = lambda X, f=lin.forward: f(X) + 1
+    X = torch.randn(2, 3)
+    expected = net(X)
+    before = _state(net)
+    t = trace(net, X)
+    assert all(torch.equal(o, e) for o, e in zip(t.output, expected, strict=True))
+    assert [(s.path, s.output_shapes) for s in t.view("modules")] == [
+        ("", [(2, 4), (2, 5)]), ("a", [(2, 4)]), ("b", [(2, 5)])]
+    assert _state(net) == before
