@@ -609,10 +609,14 @@ class _Recorder(TorchFunctionMode):
                         self._read(a, out, k)
                         continue
                 v = known[1]
-                if v.is_tensor:
-                    append(_tuple_new(TensorInfo, (v[0], v[1], v[2], v[3], v[4], k, v[6])))
-                else:
-                    append(_tuple_new(PyValue, (v[0], v[1], k)))
+                named = _named.get((id(v), k))
+                if named is None or named[0] is not v:
+                    named = (v, _tuple_new(TensorInfo, v[:5] + (k, v[6])) if v.is_tensor
+                             else _tuple_new(PyValue, (v[0], v[1], k)))
+                    if len(_named) >= 4096:
+                        _named.clear()
+                    _named[(id(v), k)] = named
+                append(named[1])
         return out
 
     def _read(self, a, out, name):
@@ -1059,6 +1063,9 @@ _RECENT = 8  # tensors other than parameters whose TensorInfo a recorder keeps a
 _NO_KWARGS: dict = {}  # never written to
 _Parameter = nn.Parameter
 _plain_values: dict = {}  # id(obj) -> (obj, its PyValue): ints, floats, bools, int tuples
+# (id(value), keyword) -> (value, its copy with the keyword as name), for the values of
+# keyword arguments (held values, so that their ids stay theirs)
+_named: dict = {}
 
 
 def _all_ints(items) -> bool:
@@ -1254,8 +1261,7 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, dic
                 if s is not None:
                     n = s.numel()
                     if seen is not None and s:
-                        seen[id(p)] = (p, _tuple_new(TensorInfo, (
-                            s, p.dtype, p.device, p.requires_grad, None, None, None)))
+                        seen[id(p)] = (p, _held_info(p, s))
                 else:
                     n = p.numel()
             elif isinstance(p, _LazyTensor):
@@ -1275,8 +1281,7 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, dic
                     except RuntimeError:  # no single shape: read when used, if ever
                         continue
                     if s:
-                        seen[id(p)] = (p, _tuple_new(TensorInfo, (
-                            s, p.dtype, p.device, p.requires_grad, None, None, None)))
+                        seen[id(p)] = (p, _held_info(p, s))
         children = mod._modules
         if children:
             prefix = path + "." if path else ""
@@ -1287,6 +1292,27 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, dic
 
 
 _lib_types: dict = {}  # module class -> is its forward written in torch?
+
+
+def _held_info(p, s) -> TensorInfo:
+    """The TensorInfo of a parameter or buffer whose shape is ``s``: the one of the last
+    trace while its metadata is the same (fewer new objects for the collector to visit,
+    and the named copies of it made for keyword arguments can be kept too)."""
+    dtype, device, grad = p.dtype, p.device, p.requires_grad
+    key = id(p)
+    hit = _held_infos.get(key)
+    if hit is not None and hit[0]() is p:
+        info = hit[1]
+        if info[0] == s and info[1] is dtype and info[2] == device and info[3] is grad:
+            return info
+    info = _tuple_new(TensorInfo, (s, dtype, device, grad, None, None, None))
+    if len(_held_infos) >= 65536:
+        _held_infos.clear()
+    _held_infos[key] = (weakref.ref(p), info)
+    return info
+
+
+_held_infos: dict = {}  # id(parameter or buffer) -> (weakref to it, its TensorInfo)
 _LazyTensor = nn.parameter.UninitializedTensorMixin
 
 
@@ -1306,16 +1332,59 @@ def _module_table(paths: dict, mods: list, own: dict, called=None) -> dict:
     that lazy layers (``nn.LazyLinear``) count the parameters their first call made (an
     uninitialized one counts 0). A parameter or module registered in two places is
     counted once in every subtree that holds it. ``extra`` is filled in for the root and
-    the ``called`` paths (all, if None)."""
+    the ``called`` paths (all, if None).
+
+    A model traced again with the same modules at the same paths, of the same classes,
+    holding the same parameters (by identity and size), and still a tree, gets the
+    ModuleInfo of its last trace wherever the extra text is the same."""
+    root = mods[0][1]
+    sig = []  # path, id and class of each module, in order
+    add = sig.append
+    edges = 0
+    for path, mod in mods:
+        add(path)
+        add(id(mod))
+        add(type(mod))
+        edges += len(mod._modules)
+        if own[path] is None:  # a lazy layer: its parameters may exist now
+            own[path] = _own_params(mod)
+    tree = edges == len(mods) - 1
+    last = _tables.get(id(root))
+    if last is not None and last[0]() is root and tree and last[2] == sig and last[3] == own:
+        before = last[4]
+        infos = {}
+        for path, mod in mods:
+            extra = _extra_repr(mod) if called is None or path in called or not path else ""
+            info = before[path]
+            if info.extra != extra:
+                info = ModuleInfo(path, info.type, extra, info.params, info.own_params,
+                                  info.children)
+            infos[path] = info
+        _tables[id(root)] = last[:4] + (infos,)  # the equal new lists are freed soon
+        return infos
+    infos = _new_module_table(paths, mods, own, called)
+    if tree:
+        key = id(root)
+        if len(_tables) >= 16:
+            _tables.clear()
+        # the submodules are held (so that their ids stay theirs) until the root is gone
+        _tables[key] = (weakref.ref(root, lambda _, key=key, tables=_tables: tables.pop(
+            key, None)), [m for _, m in mods[1:]], sig, own, infos)
+    return infos
+
+
+# id(root module) -> (weakref to it, its submodules, the paths, ids and classes of its
+# modules, their own parameters, the ModuleInfo of its last trace)
+_tables: dict = {}
+
+
+def _new_module_table(paths: dict, mods: list, own: dict, called) -> dict:
     kids = {}  # path -> child paths
     refs = 0
     seen = set()
     edges = 0
     for path, mod in mods:
-        got = own[path]
-        if got is None:  # a lazy layer: its parameters may exist now
-            got = own[path] = _own_params(mod)
-        ps = got[0]
+        ps = own[path][0]
         refs += len(ps)
         for pid, _ in ps:
             seen.add(pid)
@@ -1546,9 +1615,10 @@ def trace(model, *args, ops: bool = True, max_steps: int | None = DEFAULT_MAX_ST
         with _LOCK:  # traces from several threads take turns: each patches the modules
             output, error = _run(rec, model, mods, args, kwargs, ops)
         steps, sources = _build_steps(rec.records)
-        rec.records = rec.seen = None  # freed now, before the collector runs again
         # after the forward: lazy layers are built now
         infos = _module_table(paths, mods, own, {s.path for s in steps if s.kind == "module"})
+        # what only the recording needed is freed now, before the collector runs again
+        rec.records = rec.seen = rec.paths = rec.calls = paths = mods = own = None
     finally:
         if gc_was_enabled:
             gc.enable()

@@ -860,3 +860,34 @@ def test_modules_with_a_forward_of_their_own_each_run_theirs():
     assert [(s.path, s.output_shapes) for s in t.view("modules")] == [
         ("", [(2, 4), (2, 5)]), ("a", [(2, 4)]), ("b", [(2, 5)])]
     assert _state(net) == before
+
+
+def test_module_table_follows_structure_changes_between_traces():
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Sequential(nn.Linear(4, 4)))
+    X = torch.randn(2, 3)
+
+    def table(ok=True):
+        t = trace(net, X)
+        assert (t.error is None) == ok
+        got = {p: (i.params, i.children) for p, i in t.modules.items()}
+        assert got == _oracle_table(net)
+        assert [i.type for i in t.modules.values()] == [
+            type(m).__name__ for _, m in net.named_modules()]
+        return t.modules
+
+    first = table()
+    assert table()["0"] is first["0"]  # unchanged: the same ModuleInfo again
+    net[2][0] = nn.Linear(4, 4)  # another module, same class, same path
+    table()
+    net[2].add_module("again", net[0])  # shared now: no longer a tree
+    assert table(ok=False)["2"].children == ["2.0", "0"]  # (Linear(3, 4) gets 4 features)
+    table(ok=False)
+    del net[2].again
+    assert table()["2"].children == ["2.0"]
+    net[0].weight = nn.Parameter(torch.randn(4, 3))  # a parameter replaced
+    net[0].bias = None
+    assert table()["0"].params == 12
+    net[1] = nn.Tanh()  # another class at a path
+    assert table()["1"].type == "Tanh"
+    net[2].add_module("tail", nn.Identity())  # a module added at the end
+    assert "2.tail" in table()
