@@ -289,11 +289,14 @@ def _extra_repr(mod) -> str:
     cls = type(mod)
     cacheable = _extra_cacheable.get(cls)
     if cacheable is None:
-        code = getattr(getattr(cls, "extra_repr", None), "__code__", None)
+        method = getattr(cls, "extra_repr", None)
+        code = getattr(method, "__code__", None)
         fn = code.co_filename if code is not None else ""
-        cacheable = _extra_cacheable[cls] = (
+        cacheable = _extra_cacheable[cls] = _EMPTY if method is _MODULE_EXTRA else (
             fn.startswith(_NN_MODULES_DIR) and os.path.basename(fn) not in _EXTRA_UNCACHED)
-    if cacheable:
+    if cacheable is _EMPTY and "extra_repr" not in mod.__dict__:
+        return ""  # nn.Module's own extra_repr(): always ""
+    if cacheable is True:
         d = mod.__dict__
         hit = _extra_cache.get(id(mod))
         if hit is not None and hit[0]() is mod and hit[1] == len(d):
@@ -307,7 +310,7 @@ def _extra_repr(mod) -> str:
         text = str(mod.extra_repr())
     except Exception:  # a broken extra_repr must not break the reader's trace
         return ""
-    if cacheable:
+    if cacheable is True:
         keys = _plain_keys(d)
         if keys is not None:
             if len(_extra_cache) >= 4096:
@@ -344,7 +347,9 @@ _EXTRA_UNCACHED = {"container.py", "loss.py", "module.py"}
 _KEY_ATOMS = frozenset({int, float, bool, str, type(None)})
 _REGISTRIES = frozenset({dict, collections.OrderedDict, set})
 _NONES = itertools.repeat(None)
-_extra_cacheable: dict = {}  # module class -> may its extra_repr() text be kept?
+_extra_cacheable: dict = {}  # module class -> may its extra_repr() text be kept? (or _EMPTY)
+_EMPTY = object()  # the class's extra_repr() is nn.Module's, which returns ""
+_MODULE_EXTRA = nn.Module.extra_repr
 # id(module) -> (weakref, len(__dict__), getter of its plain attributes, their values,
 #                which parameters are None, text)
 _extra_cache: dict = {}

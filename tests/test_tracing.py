@@ -891,3 +891,10 @@ def test_module_table_follows_structure_changes_between_traces():
     assert table()["1"].type == "Tanh"
     net[2].add_module("tail", nn.Identity())  # a module added at the end
     assert "2.tail" in table()
+
+
+def test_extra_text_of_modules_without_their_own_extra_repr():
+    net = nn.Sequential(nn.Identity(), nn.Identity())
+    net[1].extra_repr = lambda: "set on the instance"
+    t = trace(net, torch.randn(2, 3))
+    assert [t.modules[p].extra for p in ("", "0", "1")] == ["", "", "set on the instance"]
