@@ -536,12 +536,13 @@ class _Recorder(TorchFunctionMode):
         self.calls: dict = {}  # id(module) -> number of calls so far
         self.limit_hit = False
         self.thread = _get_ident()  # module stand-ins ignore calls from other threads
-        # TensorInfo of tensors seen a moment ago, by id: (tensor, info). A module's
-        # input is usually the last op's output, its layer op reads that same input and
-        # returns the module's output. Parameters stay; other tensors are dropped after
-        # _RECENT newer ones. Any in-place op or attribute write empties it.
+        # TensorInfo of the tensors seen so far, by id: (weak reference, info). A
+        # module's input is usually the last op's output, its layer op reads that same
+        # input and returns the module's output. Weak, so that no tensor lives longer
+        # than it would untraced (a dead one's id may be reused: its reference then
+        # says it is not the tensor at hand). Any in-place op or attribute write empties
+        # it.
         self.seen: dict = {}
-        self.recent: list = []
         self.entering = None  # the module whose torch __call__ a stand-in runs (hooks)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -599,7 +600,7 @@ class _Recorder(TorchFunctionMode):
         plain = _plain_values
         for a in args:
             known = seen.get(id(a))
-            if known is None or known[0] is not a:
+            if known is None or known[0]() is not a:
                 known = plain.get(id(a))
                 if known is None or known[0] is not a:
                     self._read(a, out, None)
@@ -608,7 +609,7 @@ class _Recorder(TorchFunctionMode):
         if kwargs:  # F.batch_norm passes weight=, bias=, training=, momentum=, eps=
             for k, a in kwargs.items():
                 known = seen.get(id(a))
-                if known is None or known[0] is not a:
+                if known is None or known[0]() is not a:
                     known = plain.get(id(a))
                     if known is None or known[0] is not a:
                         self._read(a, out, k)
@@ -637,7 +638,7 @@ class _Recorder(TorchFunctionMode):
                 if s:
                     info = _tuple_new(TensorInfo, (s, a.dtype, a.device, a.requires_grad,
                                                    None, None, None))
-                    self._remember(a, info, t is _Parameter)
+                    self._remember(a, info)
                     if name is not None:
                         info = _tuple_new(TensorInfo, (s, info[1], info[2], info[3], None,
                                                        name, None))
@@ -661,7 +662,7 @@ class _Recorder(TorchFunctionMode):
         seen = self.seen
         for a in args:
             known = seen.get(id(a))
-            if known is None or known[0] is not a:
+            if known is None or known[0]() is not a:
                 known = _plain_values.get(id(a))
                 if known is None or known[0] is not a:
                     return None
@@ -677,12 +678,12 @@ class _Recorder(TorchFunctionMode):
                 s = None
             if s and not self.values and type(result) is Tensor:
                 known = self.seen.get(id(result))
-                if known is not None and known[0] is result:
+                if known is not None and known[0]() is result:
                     rec[_OUTPUTS] = [known[1]]
                 else:
                     info = _tuple_new(TensorInfo, (s, result.dtype, result.device,
                                                    result.requires_grad, None, None, None))
-                    self._remember(result, info, False)
+                    self._remember(result, info)
                     rec[_OUTPUTS] = [info]
             else:
                 rec[_OUTPUTS] = [self._value(result)]
@@ -695,20 +696,13 @@ class _Recorder(TorchFunctionMode):
             self._flatten(result, outs)
             rec[_OUTPUTS] = outs
 
-    def _remember(self, tensor, info, keep):
-        """Keep ``info`` at hand; unless ``keep``, only until _RECENT newer tensors came.
-        (``__torch_function__`` does the same inline for an op's output.)"""
-        self.seen[id(tensor)] = (tensor, info)
-        if not keep:  # an id in `recent` is never a kept one: it can be dropped as it is
-            recent = self.recent
-            recent.append(id(tensor))
-            if len(recent) > _RECENT:
-                self.seen.pop(recent.pop(0), None)
+    def _remember(self, tensor, info):
+        """Keep ``info`` at hand (the op hook does the same inline for an op's output)."""
+        self.seen[id(tensor)] = (_ref(tensor), info)
 
     def _forget(self):
         """Something may have changed a tensor's shape, dtype or flags in place."""
         self.seen.clear()
-        self.recent.clear()
 
     # -- records
 
@@ -776,7 +770,6 @@ def _op_hook(rec):
     the way, and bound once, not once per call)."""
     records = rec.records
     seen = rec.seen
-    recent = rec.recent
     stack = rec.stack
     max_steps = rec.max_steps
     values = rec.values
@@ -806,7 +799,7 @@ def _op_hook(rec):
             inputs = []
             for a in args:
                 known = seen.get(id(a))
-                if known is None or known[0] is not a:
+                if known is None or known[0]() is not a:
                     known = plain.get(id(a))
                     if known is None or known[0] is not a:
                         read(a, inputs, None)
@@ -846,7 +839,7 @@ def _op_hook(rec):
             if same or name[-1] == "_" or (kwargs and "out" in kwargs):
                 rec._forget()  # before the output is looked up: its shape may be new
             known = seen.get(id(result))
-            if known is not None and known[0] is result:
+            if known is not None and known[0]() is result:
                 record[_OUTPUTS] = [known[1]]
             else:
                 try:
@@ -856,10 +849,7 @@ def _op_hook(rec):
                 if s:
                     info = _tuple_new(TensorInfo, (s, result.dtype, result.device,
                                                    result.requires_grad, None, None, None))
-                    seen[id(result)] = (result, info)
-                    recent.append(id(result))
-                    if len(recent) > _RECENT:
-                        seen.pop(recent.pop(0), None)
+                    seen[id(result)] = (_ref(result), info)
                     record[_OUTPUTS] = [info]
                 else:
                     record[_OUTPUTS] = [rec._value(result)]
@@ -944,7 +934,7 @@ def _stand_in(rec, members, forward, call=None):
         if not kwargs:
             if len(args) == 1:  # the usual case, inline: the last op's output
                 known = seen.get(id(args[0]))
-                if known is not None and known[0] is args[0]:
+                if known is not None and known[0]() is args[0]:
                     inputs = [known[1]]
             else:
                 inputs = rec._known_values(args)
@@ -986,7 +976,7 @@ def _stand_in(rec, members, forward, call=None):
             stack.pop()
             rec.entering = entering
         known = seen.get(id(output))
-        if known is not None and known[0] is output:
+        if known is not None and known[0]() is output:
             record[_OUTPUTS] = [known[1]]
             for a in args:
                 if a is output:
@@ -1064,7 +1054,6 @@ def _unpatch(undo):
 
 _FASTPATH_TYPES = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder)
 _NONE = PyValue(None, None)
-_RECENT = 8  # tensors other than parameters whose TensorInfo a recorder keeps at hand
 _NO_KWARGS: dict = {}  # never written to
 _Parameter = nn.Parameter
 _plain_values: dict = {}  # id(obj) -> (obj, its PyValue): ints, floats, bools, int tuples
@@ -1097,6 +1086,7 @@ _GLOBAL_HOOKS = tuple(getattr(torch.nn.modules.module, "_global_" + n) for n in 
     "forward_hooks", "forward_pre_hooks", "backward_hooks", "backward_pre_hooks"))
 _MethodType = types.MethodType
 _get_ident = threading.get_ident
+_ref = weakref.ref
 Tensor = torch.Tensor
 
 
@@ -1266,7 +1256,7 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, dic
                 if s is not None:
                     n = s.numel()
                     if seen is not None and s:
-                        seen[id(p)] = (p, _held_info(p, s))
+                        seen[id(p)] = _held_info(p, s)
                 else:
                     n = p.numel()
             elif isinstance(p, _LazyTensor):
@@ -1286,7 +1276,7 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, dic
                     except RuntimeError:  # no single shape: read when used, if ever
                         continue
                     if s:
-                        seen[id(p)] = (p, _held_info(p, s))
+                        seen[id(p)] = _held_info(p, s)
         children = mod._modules
         if children:
             prefix = path + "." if path else ""
@@ -1309,12 +1299,12 @@ def _held_info(p, s) -> TensorInfo:
     if hit is not None and hit[0]() is p:
         info = hit[1]
         if info[0] == s and info[1] is dtype and info[2] == device and info[3] is grad:
-            return info
-    info = _tuple_new(TensorInfo, (s, dtype, device, grad, None, None, None))
+            return hit
+    hit = _held_infos[key] = (_ref(p), _tuple_new(TensorInfo, (s, dtype, device, grad, None,
+                                                                None, None)))
     if len(_held_infos) >= 65536:
         _held_infos.clear()
-    _held_infos[key] = (weakref.ref(p), info)
-    return info
+    return hit
 
 
 _held_infos: dict = {}  # id(parameter or buffer) -> (weakref to it, its TensorInfo)

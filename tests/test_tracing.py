@@ -898,3 +898,29 @@ def test_extra_text_of_modules_without_their_own_extra_repr():
     net[1].extra_repr = lambda: "set on the instance"
     t = trace(net, torch.randn(2, 3))
     assert [t.modules[p].extra for p in ("", "0", "1")] == ["", "", "set on the instance"]
+
+
+def test_tensors_die_when_they_would_untraced_and_their_ids_are_not_confused():
+    import weakref
+
+    alive = []
+
+    class Churn(nn.Module):
+        def forward(self, X):
+            refs = []
+            for n in range(1, 6):
+                Y = torch.zeros(n) + n  # a new tensor, often at the address of the last one
+                X = X + Y.sum()
+                refs.append(weakref.ref(Y))
+                del Y
+                alive.append(sum(r() is not None for r in refs))
+            return X
+
+    net = Churn()
+    net(torch.zeros(2))
+    untraced, alive[:] = list(alive), []
+    t = trace(net, torch.zeros(2))
+    assert alive == untraced == [0, 0, 0, 0, 0]  # the trace holds no tensor of the reader's
+    sums = [s for s in t.steps if s.name == "sum"]
+    assert [s.input_shapes for s in sums] == [[(n,)] for n in range(1, 6)]
+    assert [s.value for s in sums] == [float(n * n) for n in range(1, 6)]
