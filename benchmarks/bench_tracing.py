@@ -52,6 +52,12 @@ TARGETS = {64: 1.15, 8: 1.8}  # max ratio to a plain forward, ours with ops and 
 TARGET_BYTES_PER_STEP = 2048
 NOISE_LIMIT = 1.25  # median/min of the plain forward or of ours above this: a busy machine
 BLOCKS = 75
+# glibc adapts its mmap and trim thresholds to what a process frees, so the 75 MiB of
+# activations a forward with autograd keeps (64 channels) are faulted in afresh on some
+# calls and not on others, depending on what ran before: the plain forward then takes
+# either of two times (here 63 or 85 ms). Fixed thresholds keep every call on the fast
+# one. --steady-malloc re-runs the script with them; the default is the reader's setting.
+STEADY_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "4194304", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
 
 
 class Skip(Exception):
@@ -429,7 +435,11 @@ def main(argv=None):
                     help="torch.set_num_threads(N) first (default: torch's own default)")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory checks")
     ap.add_argument("--json", metavar="PATH", help="also write all results as JSON")
+    ap.add_argument("--steady-malloc", action="store_true",
+                    help="run with glibc's malloc thresholds fixed (see STEADY_MALLOC)")
     args = ap.parse_args(argv)
+    if args.steady_malloc and any(os.environ.get(k) != v for k, v in STEADY_MALLOC.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **STEADY_MALLOC})
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = [t for t in tools if t not in FACTORIES]
     if unknown:
@@ -453,6 +463,7 @@ def main(argv=None):
                                               "torchlens", "graphviz")},
         "loadavg_start": os.getloadavg(),
         "commit": _git_state(),
+        "malloc": {k: os.environ.get(k) for k in STEADY_MALLOC},
     }
     print("bench_tracing: book_src.trace vs a plain forward")
     print(f"model: benchmarks/models.py resnet(C, blocks={BLOCKS}), input (1, 3, 32, 32), "
@@ -466,6 +477,10 @@ def main(argv=None):
     print(f"torch {env['torch']}, {env['torch_threads']} threads ({threads_how}), "
           f"{env['cpus']} CPUs, "
           f"Python {env['python']}; load average at start {env['loadavg_start'][0]:.2f}")
+    steady = all(env["malloc"][k] == v for k, v in STEADY_MALLOC.items())
+    print("malloc: " + ("thresholds fixed (--steady-malloc): " + ", ".join(
+        f"{k}={v}" for k, v in STEADY_MALLOC.items()) if steady else "glibc's adaptive "
+        "thresholds (the default; --steady-malloc fixes them)"))
     print("versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
           + f"; repository at {env['commit']}")
     print()

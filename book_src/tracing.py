@@ -3,9 +3,10 @@
 ``trace(model, *args, **kwargs)`` runs ``model(*args, **kwargs)`` once and returns a
 :class:`Trace`. Two mechanisms cooperate:
 
-* a stand-in ``forward`` set on each of the traced model's own module instances for
-  the duration of the call (no hooks, so the model's hook dicts are never touched)
-  gives the module calls and their nesting;
+* stand-ins for ``__call__`` and ``forward``, set on the classes of the traced model's
+  modules for the duration of the call and answering only for the model's own modules
+  (no hooks, so the model's hook dicts are never touched), give the module calls and
+  their nesting;
 * a :class:`torch.overrides.TorchFunctionMode` sees every torch function and Tensor
   method call (``torch.mm``, ``F.relu``, ``+``, ``X /= 2``, ``bool(X > 1)`` ...).
 
@@ -1551,10 +1552,10 @@ def _function_block(filename, first, name) -> list[str]:
 
 def _run(rec, model, mods, args, kwargs, ops=True):
     """Call the model once with ``rec`` recording; return (output, error)."""
-    # Module calls are recorded by stand-in forwards (set on the modules' classes for the
-    # duration of the call and removed in `finally`), not by forward hooks: any hook sends
-    # nn.Module.__call__ down its slow path, which costs more than the recording itself.
-    # The model's hook dicts are never touched.
+    # Module calls are recorded by stand-ins for __call__ and forward (set on the modules'
+    # classes for the duration of the call and removed in `finally`), not by forward
+    # hooks: any hook sends nn.Module.__call__ down its slow path, which costs more than
+    # the recording itself. The model's hook dicts are never touched.
     undo = _patch(rec, mods, rec.paths)
     try:
         if not ops:  # module calls only: no TorchFunctionMode, ops run at full speed
