@@ -761,7 +761,6 @@ class _Recorder(TorchFunctionMode):
         return result
 
 
-
 # ------------------------------------------------------------------------ torch ops
 
 
@@ -1132,7 +1131,9 @@ class Trace:
         self.output = output
         self.error: BaseException | None = error
         self.truncated: bool = truncated
-        self.modules: dict[str, ModuleInfo] = modules  # by path, as named_modules() lists them
+        # by path, as named_modules() lists them; a model traced again shares the
+        # ModuleInfo of modules that did not change with its earlier traces: read-only
+        self.modules: dict[str, ModuleInfo] = modules
         self.sources: dict = sources  # (filename, firstlineno) -> list of source lines
         self.model_name: str = model_name
 
@@ -1290,10 +1291,11 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, dic
 _lib_types: dict = {}  # module class -> is its forward written in torch?
 
 
-def _held_info(p, s) -> TensorInfo:
-    """The TensorInfo of a parameter or buffer whose shape is ``s``: the one of the last
-    trace while its metadata is the same (fewer new objects for the collector to visit,
-    and the named copies of it made for keyword arguments can be kept too)."""
+def _held_info(p, s) -> tuple:
+    """The ``seen`` entry (weak reference, TensorInfo) of a parameter or buffer whose
+    shape is ``s``: the one of the last trace while its metadata is the same (fewer new
+    objects for the collector to visit, and the named copies of the TensorInfo made for
+    keyword arguments can be kept too)."""
     dtype, device, grad = p.dtype, p.device, p.requires_grad
     key = id(p)
     hit = _held_infos.get(key)
@@ -1308,7 +1310,7 @@ def _held_info(p, s) -> TensorInfo:
     return hit
 
 
-_held_infos: dict = {}  # id(parameter or buffer) -> (weakref to it, its TensorInfo)
+_held_infos: dict = {}  # id(parameter or buffer) -> (weak reference to it, its TensorInfo)
 _LazyTensor = nn.parameter.UninitializedTensorMixin
 
 
