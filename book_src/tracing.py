@@ -160,7 +160,7 @@ class Step:
     """One recorded event: a module call (``kind="module"``) or a torch op (``kind="op"``)."""
 
     __slots__ = (
-        "index", "kind", "name", "path", "depth", "parent", "call", "inputs", "outputs",
+        "index", "kind", "name", "path", "depth", "parent", "call", "_inputs", "_outputs",
         "filename", "lineno", "line", "iteration", "inplace", "error", "internal",
         "module_type", "func_name", "func_firstlineno",
     )
@@ -175,8 +175,8 @@ class Step:
         self.depth = depth
         self.parent = parent
         self.call = call
-        self.inputs = inputs
-        self.outputs = outputs
+        self._inputs = inputs  # a list of values, or one value (or None: no outputs)
+        self._outputs = outputs
         self.filename = filename
         self.lineno = lineno
         self.line = line
@@ -189,6 +189,19 @@ class Step:
         self.module_type = module_type
 
     @property
+    def inputs(self) -> list:
+        """TensorInfo / PyValue of the arguments, in order (tensors inside lists, tuples
+        and dicts flattened)."""
+        v = self._inputs
+        return v if type(v) is list else [] if v is None else [v]
+
+    @property
+    def outputs(self) -> list:
+        """TensorInfo / PyValue of what the step returned (nested outputs flattened)."""
+        v = self._outputs
+        return v if type(v) is list else [] if v is None else [v]
+
+    @property
     def input_shapes(self) -> list:
         return [v.shape if v.is_tensor else None for v in self.inputs]
 
@@ -199,8 +212,9 @@ class Step:
     @property
     def value(self):
         """The scalar result of this step (a 0-d tensor's value, a bool, a float), or None."""
-        if len(self.outputs) == 1:
-            return self.outputs[0].value
+        outputs = self.outputs
+        if len(outputs) == 1:
+            return outputs[0].value
         return None
 
     @property
@@ -511,7 +525,8 @@ _classified: dict = {}
 # -------------------------------------------------------------------------- recorder
 
 
-# A raw record, as the hot paths append it (a list, so outputs and errors can be added):
+# A raw record, as the hot paths append it (a list, so outputs and errors can be added).
+# Its inputs and outputs are a list of values, or a single value bare (fewer objects):
 _KIND, _NAME, _CODE, _LASTI, _PARENT, _PATH, _CALL, _INPUTS, _OUTPUTS, _ERROR, _INPLACE = range(11)
 _ELLIPSIS = PyValue("…")
 
@@ -680,14 +695,14 @@ class _Recorder(TorchFunctionMode):
             if s and not self.values and type(result) is Tensor:
                 known = self.seen.get(id(result))
                 if known is not None and known[0]() is result:
-                    rec[_OUTPUTS] = [known[1]]
+                    rec[_OUTPUTS] = known[1]
                 else:
                     info = _tuple_new(TensorInfo, (s, result.dtype, result.device,
                                                    result.requires_grad, None, None, None))
                     self._remember(result, info)
-                    rec[_OUTPUTS] = [info]
+                    rec[_OUTPUTS] = info
             else:
-                rec[_OUTPUTS] = [self._value(result)]
+                rec[_OUTPUTS] = self._value(result)
             for a in args:
                 if a is result:
                     rec[_INPLACE] = True
@@ -793,9 +808,14 @@ def _op_hook(rec):
             return func(*args, **kwargs) if kwargs else func(*args)
         if len(records) >= max_steps:
             rec._limit()
+        inputs = None
         if kwargs:
             inputs = values_of(args, kwargs)
-        else:
+        elif len(args) == 1:  # the usual case, inline: the last op's output
+            known = seen.get(id(args[0]))
+            if known is not None and known[0]() is args[0]:
+                inputs = known[1]
+        if inputs is None:
             inputs = []
             for a in args:
                 known = seen.get(id(a))
@@ -830,7 +850,7 @@ def _op_hook(rec):
             record[_ERROR] = _error_text(exc)
             raise
         if result is None:
-            record[_OUTPUTS] = [_NONE]
+            record[_OUTPUTS] = _NONE
             if args:  # __setitem__ and friends change their first argument
                 record[_INPLACE] = True
                 rec._forget()
@@ -840,7 +860,7 @@ def _op_hook(rec):
                 rec._forget()  # before the output is looked up: its shape may be new
             known = seen.get(id(result))
             if known is not None and known[0]() is result:
-                record[_OUTPUTS] = [known[1]]
+                record[_OUTPUTS] = known[1]
             else:
                 try:
                     s = result.shape
@@ -850,9 +870,9 @@ def _op_hook(rec):
                     info = _tuple_new(TensorInfo, (s, result.dtype, result.device,
                                                    result.requires_grad, None, None, None))
                     seen[id(result)] = (_ref(result), info)
-                    record[_OUTPUTS] = [info]
+                    record[_OUTPUTS] = info
                 else:
-                    record[_OUTPUTS] = [rec._value(result)]
+                    record[_OUTPUTS] = rec._value(result)
             if same:
                 record[_INPLACE] = True
         else:
@@ -935,7 +955,7 @@ def _stand_in(rec, members, forward, call=None):
             if len(args) == 1:  # the usual case, inline: the last op's output
                 known = seen.get(id(args[0]))
                 if known is not None and known[0]() is args[0]:
-                    inputs = [known[1]]
+                    inputs = known[1]
             else:
                 inputs = rec._known_values(args)
         if inputs is None:  # metadata to read: not through our own mode
@@ -977,7 +997,7 @@ def _stand_in(rec, members, forward, call=None):
             rec.entering = entering
         known = seen.get(id(output))
         if known is not None and known[0]() is output:
-            record[_OUTPUTS] = [known[1]]
+            record[_OUTPUTS] = known[1]
             for a in args:
                 if a is output:
                     record[_INPLACE] = True
@@ -1218,18 +1238,26 @@ class Trace:
         return json.dumps(self.to_dict(), **kw)
 
 
-def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, dict]:
+def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, dict, list]:
     """One pass over the model's modules, in ``named_modules()`` order, each once.
 
     Returns ``paths`` (id(module) -> (path, is its forward written in torch?)), ``mods``
-    (the (path, module) pairs) and ``own`` (path -> ([(id, numel)] of the parameters
+    (the (path, module) pairs), ``own`` (path -> ([(id, numel)] of the parameters
     registered on the module itself, their total); None for a module with a lazy
-    parameter, counted after the forward that builds it). With ``seen``, the TensorInfo
-    of every parameter and buffer goes into it up front, in this one tight loop, instead
-    of being read one at a time between the model's kernels."""
+    parameter, counted after the forward that builds it) and ``sig``: what decides
+    whether the module table of the model's last trace still holds (path, id and class
+    of each module, id and size of each of its parameters, flat), or None if the model
+    is not a tree (a module registered twice, a None child) or has a lazy parameter.
+    With ``seen``, the TensorInfo of every parameter and buffer goes into it up front, in
+    this one tight loop, instead of being read one at a time between the model's
+    kernels."""
     paths = {}
     mods = []
     own = {}
+    sig = []
+    add = sig.append
+    edges = 0
+    lazy = False
     todo = [("", model)]
     lib_types = _lib_types
     while todo:
@@ -1244,6 +1272,9 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, dic
             lib = lib_types[cls] = code is not None and _is_lib(code)
         paths[key] = (path, lib)
         mods.append((path, mod))
+        add(path)
+        add(key)
+        add(cls)
         ps = []
         total = 0
         for p in mod._parameters.values():
@@ -1267,8 +1298,14 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, dic
             else:
                 n = p.numel()
             ps.append((id(p), n))
+            add(id(p))
+            add(n)
             total += n
-        own[path] = None if ps is None else (ps, total)
+        if ps is None:
+            lazy = True
+            own[path] = None
+        else:
+            own[path] = (ps, total)
         if seen is not None:
             for p in mod._buffers.values():
                 t = type(p)
@@ -1281,11 +1318,12 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, dic
                         seen[id(p)] = _held_info(p, s)
         children = mod._modules
         if children:
+            edges += len(children)
             prefix = path + "." if path else ""
             for name, child in reversed(children.items()):
                 if child is not None:
                     todo.append((prefix + name, child))
-    return paths, mods, own
+    return paths, mods, own, (None if lazy or edges != len(mods) - 1 else sig)
 
 
 _lib_types: dict = {}  # module class -> is its forward written in torch?
@@ -1325,54 +1363,44 @@ def _own_params(mod) -> tuple[list, int]:
     return ps, total
 
 
-def _module_table(paths: dict, mods: list, own: dict, called=None) -> dict:
+def _module_table(paths: dict, mods: list, own: dict, sig: list | None, called=None) -> dict:
     """A ModuleInfo per path, in ``named_modules()`` order. Built after the forward, so
     that lazy layers (``nn.LazyLinear``) count the parameters their first call made (an
     uninitialized one counts 0). A parameter or module registered in two places is
     counted once in every subtree that holds it. ``extra`` is filled in for the root and
     the ``called`` paths (all, if None).
 
-    A model traced again with the same modules at the same paths, of the same classes,
-    holding the same parameters (by identity and size), and still a tree, gets the
+    A model traced again with the same ``sig`` (see ``_survey``: the same modules at the
+    same paths, of the same classes, holding the same parameters, and a tree) gets the
     ModuleInfo of its last trace wherever the extra text is the same."""
     root = mods[0][1]
-    sig = []  # path, id and class of each module, in order
-    add = sig.append
-    edges = 0
-    for path, mod in mods:
-        add(path)
-        add(id(mod))
-        add(type(mod))
-        edges += len(mod._modules)
-        if own[path] is None:  # a lazy layer: its parameters may exist now
-            own[path] = _own_params(mod)
-    tree = edges == len(mods) - 1
     last = _tables.get(id(root))
-    if last is not None and last[0]() is root and tree and last[2] == sig and last[3] == own:
-        before = last[4]
+    if sig is not None and last is not None and last[0]() is root and last[2] == sig:
         infos = {}
-        for path, mod in mods:
+        for (path, mod), info in zip(mods, last[3].values(), strict=True):
             extra = _extra_repr(mod) if called is None or path in called or not path else ""
-            info = before[path]
             if info.extra != extra:
                 info = ModuleInfo(path, info.type, extra, info.params, info.own_params,
                                   info.children)
             infos[path] = info
-        _tables[id(root)] = last[:4] + (infos,)  # the equal new lists are freed soon
+        _tables[id(root)] = last[:3] + (infos,)
         return infos
+    for path, mod in mods:
+        if own[path] is None:  # a lazy layer: its parameters may exist now
+            own[path] = _own_params(mod)
     infos = _new_module_table(paths, mods, own, called)
-    if tree:
+    if sig is not None:
         key = id(root)
         if len(_tables) >= 16:
             _tables.clear()
         # the submodules are held (so that their ids stay theirs) until the root is gone
         _tables[key] = (weakref.ref(root, lambda _, key=key, tables=_tables: tables.pop(
-            key, None)), [m for _, m in mods[1:]], sig, own, infos)
+            key, None)), [m for _, m in mods[1:]], sig, infos)
     return infos
 
 
-# id(root module) -> (weakref to it, its submodules, the paths, ids and classes of its
-# modules, their own parameters, the ModuleInfo of its last trace)
+# id(root module) -> (weakref to it, its submodules, the sig of its last trace (see
+# _survey), the ModuleInfo of that trace)
 _tables: dict = {}
 
 
@@ -1388,8 +1416,9 @@ def _new_module_table(paths: dict, mods: list, own: dict, called) -> dict:
             seen.add(pid)
         children = []
         for c in mod._modules.values():
-            if c is not None:
-                children.append(paths[id(c)][0])
+            known = paths.get(id(c))
+            if known is not None:  # (None for a child added by the forward itself)
+                children.append(known[0])
         kids[path] = children
         edges += len(children)
     total = {}
@@ -1460,11 +1489,11 @@ def _build_steps(records) -> tuple[list, dict]:
                     inplace = inplace_names[name] = name in _INPLACE_OPERATORS or (
                         name[-1:] == "_" and name[-2:] != "__")
             step = Step(index, "op", name, ppath, depth, parent, None, inputs,
-                        outputs or [], filename, lineno, text, func, first, None, inplace,
+                        outputs, filename, lineno, text, func, first, None, inplace,
                         error, lasti < 0)
         else:
             step = Step(index, "module", name, path, depth, parent, call, inputs,
-                        outputs or [], filename, lineno, text, func, first, None, inplace,
+                        outputs, filename, lineno, text, func, first, None, inplace,
                         error, False, name)
         append(step)
         if lasti >= 0:
@@ -1608,15 +1637,16 @@ def trace(model, *args, ops: bool = True, max_steps: int | None = DEFAULT_MAX_ST
     gc.disable()
     try:
         rec = _Recorder(max_steps, values)
-        paths, mods, own = _survey(model, rec.seen if ops and not values else None)
+        paths, mods, own, sig = _survey(model, rec.seen if ops and not values else None)
         rec.paths = paths
         with _LOCK:  # traces from several threads take turns: each patches the modules
             output, error = _run(rec, model, mods, args, kwargs, ops)
         steps, sources = _build_steps(rec.records)
         # after the forward: lazy layers are built now
-        infos = _module_table(paths, mods, own, {s.path for s in steps if s.kind == "module"})
+        infos = _module_table(paths, mods, own, sig,
+                              {s.path for s in steps if s.kind == "module"})
         # what only the recording needed is freed now, before the collector runs again
-        rec.records = rec.seen = rec.paths = rec.calls = paths = mods = own = None
+        rec.records = rec.seen = rec.paths = rec.calls = paths = mods = own = sig = None
     finally:
         if gc_was_enabled:
             gc.enable()
