@@ -543,7 +543,7 @@ class _Recorder(TorchFunctionMode):
 
     def __init__(self, max_steps, values):
         super().__init__()
-        self.paths: dict = {}  # id(module) -> (path, forward written in torch?)
+        self.paths: dict = {}  # id(module) -> (path, class name, torch's?, fast path?)
         self.max_steps = max_steps
         self.values = values
         self.records: list = []
@@ -1021,8 +1021,7 @@ def _patch(rec, mods, paths):
     for _, mod in mods:
         cls = type(mod)
         key = id(mod)
-        path, lib = paths[key]
-        info = (path, cls.__name__, lib, isinstance(mod, _FASTPATH_TYPES))
+        info = paths[key]
         group = groups.get(cls)
         if group is None:
             forward = getattr(cls, "forward", None)  # read before any class is patched
@@ -1238,84 +1237,57 @@ class Trace:
         return json.dumps(self.to_dict(), **kw)
 
 
-def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, dict, list]:
+def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, list | None]:
     """One pass over the model's modules, in ``named_modules()`` order, each once.
 
-    Returns ``paths`` (id(module) -> (path, is its forward written in torch?)), ``mods``
-    (the (path, module) pairs), ``own`` (path -> ([(id, numel)] of the parameters
-    registered on the module itself, their total); None for a module with a lazy
-    parameter, counted after the forward that builds it) and ``sig``: what decides
-    whether the module table of the model's last trace still holds (path, id and class
-    of each module, id and size of each of its parameters, flat), or None if the model
-    is not a tree (a module registered twice, a None child) or has a lazy parameter.
-    With ``seen``, the TensorInfo of every parameter and buffer goes into it up front, in
-    this one tight loop, instead of being read one at a time between the model's
-    kernels."""
+    Returns ``paths`` (id(module) -> (path, class name, is its forward written in torch?,
+    does it have torch's fused fast path?)), ``mods`` (the (path, module) pairs) and
+    ``sig``: what decides whether the module table of the model's last trace still holds
+    (path, id and class of each module, id and size of each of its parameters, flat), or
+    None if the model is not a tree (a module registered twice, a None child) or has a
+    lazy parameter. With ``seen``, the TensorInfo of every parameter and buffer goes into
+    it up front, in this tight loop, instead of being read one at a time between the
+    model's kernels."""
     paths = {}
     mods = []
-    own = {}
     sig = []
     add = sig.append
     edges = 0
     lazy = False
+    tensors = []  # parameters and buffers, for `seen`
     todo = [("", model)]
-    lib_types = _lib_types
+    kinds = _kinds
     while todo:
         path, mod = todo.pop()
         key = id(mod)
         if key in paths:  # registered in two places: named_modules() keeps the first
             continue
         cls = type(mod)
-        lib = lib_types.get(cls)
-        if lib is None:
+        kind = kinds.get(cls)
+        if kind is None:
             code = getattr(getattr(cls, "forward", None), "__code__", None)
-            lib = lib_types[cls] = code is not None and _is_lib(code)
-        paths[key] = (path, lib)
+            kind = kinds[cls] = (cls.__name__, code is not None and _is_lib(code),
+                                 issubclass(cls, _FASTPATH_TYPES))
+        paths[key] = (path, kind[0], kind[1], kind[2])
         mods.append((path, mod))
         add(path)
         add(key)
         add(cls)
-        ps = []
-        total = 0
-        for p in mod._parameters.values():
-            if p is None:
-                continue
-            t = type(p)
-            if t is _Parameter or t is Tensor:
-                try:
-                    s = p.shape
-                except RuntimeError:  # no single shape (a nested tensor)
-                    s = None
-                if s is not None:
-                    n = s.numel()
-                    if seen is not None and s:
-                        seen[id(p)] = _held_info(p, s)
-                else:
-                    n = p.numel()
-            elif isinstance(p, _LazyTensor):
-                ps = None
-                break
-            else:
-                n = p.numel()
-            ps.append((id(p), n))
-            add(id(p))
-            add(n)
-            total += n
-        if ps is None:
-            lazy = True
-            own[path] = None
-        else:
-            own[path] = (ps, total)
-        if seen is not None:
-            for p in mod._buffers.values():
+        params = mod._parameters
+        if params:
+            for p in params.values():
+                if p is None:
+                    continue
                 t = type(p)
-                if t is _Parameter or t is Tensor:
-                    try:
-                        s = p.shape
-                    except RuntimeError:  # no single shape: read when used, if ever
-                        continue
-                    if s:
-                        seen[id(p)] = _held_info(p, s)
+                if t is not _Parameter and t is not Tensor and isinstance(p, _LazyTensor):
+                    lazy = True
+                    continue
+                add(id(p))
+                add(p.numel())
+            if seen is not None:
+                tensors.extend(params.values())
+        if seen is not None and mod._buffers:
+            tensors.extend(mod._buffers.values())
         children = mod._modules
         if children:
             edges += len(children)
@@ -1323,25 +1295,43 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, dic
             for name, child in reversed(children.items()):
                 if child is not None:
                     todo.append((prefix + name, child))
-    return paths, mods, own, (None if lazy or edges != len(mods) - 1 else sig)
+    if seen is not None:
+        # the entry of the last trace while the metadata is the same: fewer new objects
+        # for the collector, and the named copies made for keyword arguments still hold
+        held = _held_infos
+        for p in tensors:
+            t = type(p)
+            if t is not _Parameter and t is not Tensor:
+                continue  # None, a lazy or another kind of tensor: read when used
+            try:
+                s = p.shape
+            except RuntimeError:  # no single shape (a nested tensor)
+                continue
+            if not s:
+                continue
+            key = id(p)
+            hit = held.get(key)
+            if hit is not None and hit[0]() is p:
+                info = hit[1]
+                if not (info[3] is p.requires_grad and info[1] is p.dtype and info[0] == s
+                        and info[2] == p.device):
+                    hit = _held_info(p, s)
+            else:
+                hit = _held_info(p, s)
+            seen[key] = hit
+    return paths, mods, (None if lazy or edges != len(mods) - 1 else sig)
 
 
-_lib_types: dict = {}  # module class -> is its forward written in torch?
+# module class -> (its name, is its forward written in torch?, torch's fused fast path?)
+_kinds: dict = {}
 
 
 def _held_info(p, s) -> tuple:
-    """The ``seen`` entry (weak reference, TensorInfo) of a parameter or buffer whose
-    shape is ``s``: the one of the last trace while its metadata is the same (fewer new
-    objects for the collector to visit, and the named copies of the TensorInfo made for
-    keyword arguments can be kept too)."""
-    dtype, device, grad = p.dtype, p.device, p.requires_grad
+    """A new ``seen`` entry (weak reference, TensorInfo) for a parameter or buffer whose
+    shape is ``s``, kept for the next traces."""
     key = id(p)
-    hit = _held_infos.get(key)
-    if hit is not None and hit[0]() is p:
-        info = hit[1]
-        if info[0] == s and info[1] is dtype and info[2] == device and info[3] is grad:
-            return hit
-    hit = _held_infos[key] = (_ref(p), _tuple_new(TensorInfo, (s, dtype, device, grad, None,
+    hit = _held_infos[key] = (_ref(p), _tuple_new(TensorInfo, (s, p.dtype, p.device,
+                                                                p.requires_grad, None,
                                                                 None, None)))
     if len(_held_infos) >= 65536:
         _held_infos.clear()
@@ -1363,7 +1353,7 @@ def _own_params(mod) -> tuple[list, int]:
     return ps, total
 
 
-def _module_table(paths: dict, mods: list, own: dict, sig: list | None, called=None) -> dict:
+def _module_table(paths: dict, mods: list, sig: list | None, called=None) -> dict:
     """A ModuleInfo per path, in ``named_modules()`` order. Built after the forward, so
     that lazy layers (``nn.LazyLinear``) count the parameters their first call made (an
     uninitialized one counts 0). A parameter or module registered in two places is
@@ -1385,9 +1375,7 @@ def _module_table(paths: dict, mods: list, own: dict, sig: list | None, called=N
             infos[path] = info
         _tables[id(root)] = last[:3] + (infos,)
         return infos
-    for path, mod in mods:
-        if own[path] is None:  # a lazy layer: its parameters may exist now
-            own[path] = _own_params(mod)
+    own = {path: _own_params(mod) for path, mod in mods}  # lazy layers' are built now
     infos = _new_module_table(paths, mods, own, called)
     if sig is not None:
         key = id(root)
@@ -1637,16 +1625,16 @@ def trace(model, *args, ops: bool = True, max_steps: int | None = DEFAULT_MAX_ST
     gc.disable()
     try:
         rec = _Recorder(max_steps, values)
-        paths, mods, own, sig = _survey(model, rec.seen if ops and not values else None)
+        paths, mods, sig = _survey(model, rec.seen if ops and not values else None)
         rec.paths = paths
         with _LOCK:  # traces from several threads take turns: each patches the modules
             output, error = _run(rec, model, mods, args, kwargs, ops)
         steps, sources = _build_steps(rec.records)
         # after the forward: lazy layers are built now
-        infos = _module_table(paths, mods, own, sig,
+        infos = _module_table(paths, mods, sig,
                               {s.path for s in steps if s.kind == "module"})
         # what only the recording needed is freed now, before the collector runs again
-        rec.records = rec.seen = rec.paths = rec.calls = paths = mods = own = sig = None
+        rec.records = rec.seen = rec.paths = rec.calls = paths = mods = sig = None
     finally:
         if gc_was_enabled:
             gc.enable()
