@@ -362,6 +362,7 @@ _EXTRA_UNCACHED = {"container.py", "loss.py", "module.py"}
 _KEY_ATOMS = frozenset({int, float, bool, str, type(None)})
 _REGISTRIES = frozenset({dict, collections.OrderedDict, set})
 _NONES = itertools.repeat(None)
+_repeat = itertools.repeat
 _extra_cacheable: dict = {}  # module class -> may its extra_repr() text be kept? (or _EMPTY)
 _EMPTY = object()  # the class's extra_repr() is nn.Module's, which returns ""
 _MODULE_EXTRA = nn.Module.extra_repr
@@ -552,13 +553,13 @@ class _Recorder(TorchFunctionMode):
         self.calls: dict = {}  # id(module) -> number of calls so far
         self.limit_hit = False
         self.thread = _get_ident()  # module stand-ins ignore calls from other threads
-        # TensorInfo of the tensors seen so far, by id: (weak reference, info). A
-        # module's input is usually the last op's output, its layer op reads that same
-        # input and returns the module's output. Weak, so that no tensor lives longer
-        # than it would untraced (a dead one's id may be reused: its reference then
-        # says it is not the tensor at hand). Any in-place op or attribute write empties
-        # it.
-        self.seen: dict = {}
+        # The values seen so far, by id: (a getter of the object, its value). A module's
+        # input is usually the last op's output, its layer op reads that same input and
+        # returns the module's output. For a tensor the getter is a weak reference, so
+        # that no tensor lives longer than it would untraced (a dead one's id may be
+        # reused: its reference then says it is not the tensor at hand). Any in-place op
+        # or attribute write empties it, back to the plain values (``_plain_values``).
+        self.seen: dict = dict(_plain_values)
         self.entering = None  # the module whose torch __call__ a stand-in runs (hooks)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -607,29 +608,24 @@ class _Recorder(TorchFunctionMode):
             out.append(self._value(obj, name))
 
     def _values_of(self, args, kwargs):
-        """The values of a call's arguments. Tensors seen a moment ago and parameters are
-        in ``seen``, plain arguments a layer passes every call (stride=(1, 1), eps=1e-05)
-        in ``_plain_values``, by identity: one or two lookups each."""
+        """The values of a call's arguments. Tensors seen a moment ago, parameters and
+        plain arguments a layer passes every call (stride=(1, 1), eps=1e-05) are in
+        ``seen``, by identity: one lookup each."""
         out = []
         append = out.append
         seen = self.seen
-        plain = _plain_values
         for a in args:
             known = seen.get(id(a))
             if known is None or known[0]() is not a:
-                known = plain.get(id(a))
-                if known is None or known[0] is not a:
-                    self._read(a, out, None)
-                    continue
+                self._read(a, out, None)
+                continue
             append(known[1])
         if kwargs:  # F.batch_norm passes weight=, bias=, training=, momentum=, eps=
             for k, a in kwargs.items():
                 known = seen.get(id(a))
                 if known is None or known[0]() is not a:
-                    known = plain.get(id(a))
-                    if known is None or known[0] is not a:
-                        self._read(a, out, k)
-                        continue
+                    self._read(a, out, k)
+                    continue
                 v = known[1]
                 named = _named.get((id(v), k))
                 if named is None or named[0] is not v:
@@ -642,8 +638,7 @@ class _Recorder(TorchFunctionMode):
         return out
 
     def _read(self, a, out, name):
-        """Append the value of an argument that is in neither ``seen`` nor
-        ``_plain_values`` to ``out``."""
+        """Append the value of an argument that is not in ``seen`` to ``out``."""
         t = type(a)
         if t is Tensor or t is _Parameter:
             if not self.values:
@@ -662,26 +657,24 @@ class _Recorder(TorchFunctionMode):
                     return
             out.append(self._value(a, name))
         elif a is None or t is int or t is bool or t is float or (t is tuple and _all_ints(a)):
-            # kept by identity, for this trace and the next ones (the object too, so
-            # that its id stays)
+            # kept by identity, for this trace and the next ones (the object too, inside
+            # the getter, so that its id stays)
             if len(_plain_values) >= 4096:
                 _plain_values.clear()
             v = _tuple_new(PyValue, (None, a, None))
-            _plain_values[id(a)] = (a, v)
+            self.seen[id(a)] = _plain_values[id(a)] = (_repeat(a).__next__, v)
             out.append(v if name is None else _tuple_new(PyValue, (None, a, name)))
         else:
             self._flatten(a, out, name)
 
     def _known_values(self, args):
-        """The values of ``args`` if each is in ``seen`` or ``_plain_values``, else None."""
+        """The values of ``args`` if each is in ``seen``, else None."""
         out = []
         seen = self.seen
         for a in args:
             known = seen.get(id(a))
             if known is None or known[0]() is not a:
-                known = _plain_values.get(id(a))
-                if known is None or known[0] is not a:
-                    return None
+                return None
             out.append(known[1])
         return out
 
@@ -718,7 +711,9 @@ class _Recorder(TorchFunctionMode):
 
     def _forget(self):
         """Something may have changed a tensor's shape, dtype or flags in place."""
-        self.seen.clear()
+        seen = self.seen
+        seen.clear()
+        seen.update(_plain_values)
 
     # -- records
 
@@ -790,7 +785,6 @@ def _op_hook(rec):
     values = rec.values
     read = rec._read
     values_of = rec._values_of
-    plain = _plain_values
 
     def __torch_function__(_self, func, types, args=(), kwargs=None):
         try:
@@ -820,10 +814,8 @@ def _op_hook(rec):
             for a in args:
                 known = seen.get(id(a))
                 if known is None or known[0]() is not a:
-                    known = plain.get(id(a))
-                    if known is None or known[0] is not a:
-                        read(a, inputs, None)
-                        continue
+                    read(a, inputs, None)
+                    continue
                 inputs.append(known[1])
         frame = _getframe(1)  # the caller of the torch function
         code = frame.f_code
@@ -1075,7 +1067,9 @@ _FASTPATH_TYPES = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.Transfo
 _NONE = PyValue(None, None)
 _NO_KWARGS: dict = {}  # never written to
 _Parameter = nn.Parameter
-_plain_values: dict = {}  # id(obj) -> (obj, its PyValue): ints, floats, bools, int tuples
+# id(obj) -> (a getter that returns obj, its PyValue): the ints, floats, bools, None and
+# int tuples seen as arguments; every trace's `seen` starts with them
+_plain_values: dict = {}
 # (id(value), keyword) -> (value, its copy with the keyword as name), for the values of
 # keyword arguments (held values, so that their ids stay theirs)
 _named: dict = {}
