@@ -819,7 +819,8 @@ def _op_hook(rec):
                 inputs.append(known[1])
         frame = _getframe(1)  # the caller of the torch function
         code = frame.f_code
-        if code is _HANDLE_TF_CODE:  # a Python-level torch function: skip its wrapper
+        if code is _HANDLE_TF_CODE or code is _HANDLE_STAND_IN_CODE:  # a Python-level
+            # torch function: skip its wrapper
             frame = _getframe(3)  # (not frame.f_back.f_back: no frame object for the wrapper)
             code = frame.f_code
         top = stack[-1] if stack else None
@@ -1576,7 +1577,11 @@ def _run(rec, model, mods, args, kwargs, ops=True):
         # torch looks __torch_function__ up on the mode object (and wants a method of
         # it): the closure, bound and set on the instance, comes before the class's
         # method. It is removed after: it refers back to the recorder.
-        rec.__torch_function__ = _MethodType(_op_hook(rec), rec)
+        rec.__torch_function__ = hook = _MethodType(_op_hook(rec), rec)
+        handle = _handle_stand_in(rec, hook)
+        for namespace in _HANDLE_USERS:
+            undo.append((namespace, "handle_torch_function", True, _HANDLE_TF))
+            namespace.handle_torch_function = handle
         with rec:
             return model(*args, **kwargs), None
     except Exception as exc:
@@ -1584,6 +1589,40 @@ def _run(rec, model, mods, args, kwargs, ops=True):
     finally:
         rec.__dict__.pop("__torch_function__", None)
         _unpatch(undo)
+
+
+def _handle_stand_in(rec, hook):
+    """A stand-in for ``handle_torch_function`` in ``_HANDLE_USERS``, the way their
+    Python-level functions (``F.batch_norm``, ``F.relu``, ``F.softmax``, ``torch.einsum``,
+    ``Tensor.split`` ...) reach a TorchFunctionMode. When the recorder is the innermost
+    mode (mode stacks are per thread: so this is the tracing thread), it pops the mode and
+    calls the recorder's op hook itself, as torch's would, without torch's generic search
+    for overrides and its context manager: most of what such an op costs under a mode.
+    Anything else goes to torch's own."""
+
+    def handle_torch_function(public_api, relevant_args, *args, **kwargs):
+        depth = _tf_stack_len()
+        if depth and _tf_stack_at(depth - 1) is rec:
+            mode = _tf_stack_pop()
+            try:  # (the hook ignores `types`: a subclass's override runs when it calls)
+                return hook(public_api, _TENSOR_TYPES, args, kwargs)
+            finally:
+                _tf_stack_push(mode)
+        return _HANDLE_TF(public_api, relevant_args, *args, **kwargs)
+
+    return handle_torch_function
+
+
+# the modules whose Python-level functions call handle_torch_function by its global name
+_HANDLE_USERS = (torch.nn.functional, torch.functional, torch._tensor)
+_HANDLE_TF = torch.overrides.handle_torch_function
+_TENSOR_TYPES = (Tensor,)
+_tf_stack_len = torch._C._len_torch_function_stack
+_tf_stack_at = torch._C._get_function_stack_at
+_tf_stack_pop = torch._C._pop_torch_function_stack
+_tf_stack_push = torch._C._push_on_torch_function_stack
+_HANDLE_STAND_IN_CODE = next(c for c in _handle_stand_in.__code__.co_consts
+                             if hasattr(c, "co_code"))
 
 
 _RUN_CODE = _run.__code__

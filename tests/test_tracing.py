@@ -234,7 +234,8 @@ def _state(model):
          "forward" in m.__dict__, getattr(m.forward, "__func__", m.forward), type(m).__call__,
          [{k: c.__dict__.get(k) for k in ("forward", "__call__")} for c in type(m).__mro__])
         for name, m in model.named_modules()
-    ]
+    ] + [(ns.__name__, ns.__dict__.get("handle_torch_function"))  # torch's, put back
+         for ns in (F, torch.functional, torch._tensor)]
 
 
 def _mode_stack():
@@ -627,6 +628,54 @@ def test_another_threads_calls_are_not_recorded_and_traces_take_turns():
         th.join(10)
     assert [len(x.view("modules")) for x in out] == [2, 2]
     assert all("forward" not in m.__dict__ for m in net.modules())
+
+
+def test_python_level_torch_functions_under_subclasses_and_inner_modes():
+    # F.softmax, F.relu, torch.einsum and Tensor.split are Python functions that reach the
+    # recorder through handle_torch_function; a tensor subclass's own __torch_function__
+    # and a mode the forward enters itself must still run, and the op be recorded once
+    from torch.overrides import BaseTorchFunctionMode
+
+    seen = []
+
+    class Tagged(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            seen.append(getattr(func, "__name__", "?"))
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    class Inner(BaseTorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append("inner:" + getattr(func, "__name__", "?"))
+            return super().__torch_function__(func, types, args, kwargs)
+
+    class Net(nn.Module):
+        def forward(self, X, T):
+            a = F.softmax(X, dim=1)
+            b = torch.einsum("ij,ij->i", a, X)
+            c, d = X.split(2, dim=1)
+            e = F.relu(T)  # a subclass: its own __torch_function__ runs
+            with Inner():
+                f = F.relu(X)  # a mode of the forward's own, above the recorder
+            return a, b, c, d, e, f
+
+    net = Net()
+    X = torch.randn(3, 4)
+    T = torch.randn(3, 4).as_subclass(Tagged)
+    expected = net(X, T)
+    seen.clear()
+    before = _state(net)
+    t = trace(net, X, T)
+    assert t.error is None and _state(net) == before
+    for got, want in zip(t.output, expected, strict=True):
+        assert torch.equal(got, want)
+    names = [s.name for s in t.steps if s.kind == "op"]
+    assert names.count("F.softmax") == 1 and names.count("F.relu") == 2, names
+    assert "torch.einsum" in names and "split" in names, names
+    assert "relu" in seen and "inner:relu" in seen, seen  # both overrides still ran
+    softmax = next(s for s in t.steps if s.name == "F.softmax")
+    assert softmax.input_shapes[0] == (3, 4) and softmax.output_shapes == [(3, 4)]
+    assert softmax.line == "a = F.softmax(X, dim=1)"
 
 
 def test_metadata_that_cannot_be_read_does_not_break_the_forward():
