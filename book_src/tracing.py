@@ -850,22 +850,19 @@ def _op_hook(rec):
         elif type(result) is Tensor and not values:  # the usual case, inline
             same = args and args[0] is result
             if same or name[-1] == "_" or (kwargs and "out" in kwargs):
-                rec._forget()  # before the output is looked up: its shape may be new
-            known = seen.get(id(result))
-            if known is not None and known[0]() is result:
-                record[_OUTPUTS] = known[1]
+                rec._forget()  # its shape or flags may be new
+            # read afresh even if the op returned a tensor seen before (x.contiguous())
+            try:
+                s = result.shape
+            except RuntimeError:  # e.g. a nested tensor
+                s = None
+            if s:
+                info = _tuple_new(TensorInfo, (s, result.dtype, result.device,
+                                               result.requires_grad, None, None, None))
+                seen[id(result)] = (_ref(result), info)
+                record[_OUTPUTS] = info
             else:
-                try:
-                    s = result.shape
-                except RuntimeError:  # e.g. a nested tensor
-                    s = None
-                if s:
-                    info = _tuple_new(TensorInfo, (s, result.dtype, result.device,
-                                                   result.requires_grad, None, None, None))
-                    seen[id(result)] = (_ref(result), info)
-                    record[_OUTPUTS] = info
-                else:
-                    record[_OUTPUTS] = rec._value(result)
+                record[_OUTPUTS] = rec._value(result)
             if same:
                 record[_INPLACE] = True
         else:
@@ -972,11 +969,14 @@ def _stand_in(rec, members, forward, call=None):
                   None, None, False]
         records.append(record)
         stack.append((len(records) - 1, torch_defined, code, lasti))
-        entering = rec.entering
         try:
             if not direct:  # torch's __call__ runs the hooks, then our forward stand-in
+                entering = rec.entering
                 rec.entering = self
-                output = call(self, *args, **kwargs)
+                try:
+                    output = call(self, *args, **kwargs)
+                finally:
+                    rec.entering = entering
             elif fastpath and not self.training and not torch.is_grad_enabled():
                 with _no_torch_function():
                     output = forward(self, *args, **kwargs)
@@ -987,7 +987,6 @@ def _stand_in(rec, members, forward, call=None):
             raise
         finally:
             stack.pop()
-            rec.entering = entering
         known = seen.get(id(output))
         if known is not None and known[0]() is output:
             record[_OUTPUTS] = known[1]
@@ -1246,7 +1245,6 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, lis
     paths = {}
     mods = []
     sig = []
-    add = sig.append
     edges = 0
     lazy = False
     tensors = []  # parameters and buffers, for `seen`
@@ -1265,9 +1263,7 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, lis
                                  issubclass(cls, _FASTPATH_TYPES))
         paths[key] = (path, kind[0], kind[1], kind[2])
         mods.append((path, mod))
-        add(path)
-        add(key)
-        add(cls)
+        sig += (path, key, cls)
         params = mod._parameters
         if params:
             for p in params.values():
@@ -1277,8 +1273,7 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, lis
                 if t is not _Parameter and t is not Tensor and isinstance(p, _LazyTensor):
                     lazy = True
                     continue
-                add(id(p))
-                add(p.numel())
+                sig += (id(p), p.numel())
             if seen is not None:
                 tensors.extend(params.values())
         if seen is not None and mod._buffers:
