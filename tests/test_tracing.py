@@ -678,6 +678,27 @@ def test_python_level_torch_functions_under_subclasses_and_inner_modes():
     assert softmax.line == "a = F.softmax(X, dim=1)"
 
 
+def test_reader_code_inside_a_torch_layer_keeps_its_own_lines():
+    # a parametrization (the reader's module) runs inside nn.Linear's forward when it
+    # reads self.weight: its ops are the reader's, at the reader's lines
+    from torch.nn.utils import parametrize
+
+    class Symmetric(nn.Module):
+        def forward(self, W):
+            return W.triu() + W.triu(1).transpose(0, 1)
+
+    lin = nn.Linear(3, 3)
+    parametrize.register_parametrization(lin, "weight", Symmetric())
+    X = torch.randn(2, 3)
+    t = trace(lin, X)
+    assert torch.equal(t.output, lin(X))
+    triu = [s for s in t.steps if s.name == "triu"]
+    assert len(triu) == 2 and not any(s.internal for s in triu)
+    assert all("W.triu() + W.triu(1).transpose(0, 1)" in s.line for s in triu)
+    linear = next(s for s in t.steps if s.name == "F.linear")
+    assert linear.internal and linear.input_shapes == [(2, 3), (3, 3), (3,)]
+
+
 def test_metadata_that_cannot_be_read_does_not_break_the_forward():
     class Nested(nn.Module):
         def forward(self, X):
