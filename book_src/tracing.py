@@ -857,8 +857,15 @@ def _op_hook(rec):
             except RuntimeError:  # e.g. a nested tensor
                 s = None
             if s:
-                info = _tuple_new(TensorInfo, (s, result.dtype, result.device,
-                                               result.requires_grad, None, None, None))
+                dtype, device, grad = result.dtype, result.device, result.requires_grad
+                # most ops keep their first input's metadata (relu, batch_norm, +): that
+                # TensorInfo is shared, not made anew (fewer objects to keep and collect)
+                first = inputs if type(inputs) is not list else inputs[0] if inputs else None
+                if (type(first) is TensorInfo and first[1] is dtype and first[3] is grad
+                        and first[5] is None and first[0] == s and first[2] == device):
+                    info = first
+                else:
+                    info = _tuple_new(TensorInfo, (s, dtype, device, grad, None, None, None))
                 seen[id(result)] = (_ref(result), info)
                 record[_OUTPUTS] = info
             else:

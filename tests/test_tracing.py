@@ -699,6 +699,30 @@ def test_reader_code_inside_a_torch_layer_keeps_its_own_lines():
     assert linear.internal and linear.input_shapes == [(2, 3), (3, 3), (3,)]
 
 
+def test_an_output_is_described_by_its_own_metadata_not_its_inputs():
+    # an op's output may share its first input's TensorInfo only when all of it matches
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3))
+
+        def forward(self, X):
+            a = torch.relu(X)  # same metadata as X
+            b = a.double()  # same shape, another dtype
+            c = a * self.w  # same shape, requires grad
+            d = torch.add(input=a, other=a)  # first input passed by keyword
+            return b, c, d
+
+    t = trace(Net(), torch.randn(2, 3))
+    relu, double, mul, add = (next(s for s in t.steps if s.name == n)
+                              for n in ("torch.relu", "double", "*", "torch.add"))
+    assert relu.outputs[0] == relu.inputs[0]
+    assert double.outputs[0].dtype == torch.float64 and double.inputs[0].dtype == torch.float32
+    assert mul.outputs[0].requires_grad and not mul.inputs[0].requires_grad
+    assert add.inputs[0].name == "input" and add.outputs[0].name is None
+    assert [s.output_shapes for s in (relu, double, mul, add)] == [[(2, 3)]] * 4
+
+
 def test_metadata_that_cannot_be_read_does_not_break_the_forward():
     class Nested(nn.Module):
         def forward(self, X):
