@@ -659,7 +659,7 @@ class _Recorder(TorchFunctionMode):
         elif a is None or t is int or t is bool or t is float or (t is tuple and _all_ints(a)):
             # kept by identity, for this trace and the next ones (the object too, inside
             # the getter, so that its id stays)
-            if len(_plain_values) >= 4096:
+            if len(_plain_values) >= 2048:  # every trace starts with a copy
                 _plain_values.clear()
             v = _tuple_new(PyValue, (None, a, None))
             self.seen[id(a)] = _plain_values[id(a)] = (_repeat(a).__next__, v)
