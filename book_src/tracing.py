@@ -8,7 +8,10 @@
   (no hooks, so the model's hook dicts are never touched), give the module calls and
   their nesting;
 * a :class:`torch.overrides.TorchFunctionMode` sees every torch function and Tensor
-  method call (``torch.mm``, ``F.relu``, ``+``, ``X /= 2``, ``bool(X > 1)`` ...).
+  method call (``torch.mm``, ``F.relu``, ``+``, ``X /= 2``, ``bool(X > 1)`` ...); the
+  Python-level ones (``F.relu``, ``F.batch_norm``) reach it through a stand-in for
+  torch's ``handle_torch_function``, set for the duration of the call, that skips
+  torch's generic search for overrides when the recorder is the innermost mode.
 
 For each step the reader's own source line is found by walking the Python stack to
 the innermost frame outside torch and outside this package. Everything recorded is
@@ -659,7 +662,7 @@ class _Recorder(TorchFunctionMode):
         elif a is None or t is int or t is bool or t is float or (t is tuple and _all_ints(a)):
             # kept by identity, for this trace and the next ones (the object too, inside
             # the getter, so that its id stays)
-            if len(_plain_values) >= 2048:  # every trace starts with a copy
+            if len(_plain_values) >= 1024:  # copied at each trace start and in-place op
                 _plain_values.clear()
             v = _tuple_new(PyValue, (None, a, None))
             self.seen[id(a)] = _plain_values[id(a)] = (_repeat(a).__next__, v)
