@@ -564,6 +564,7 @@ class _Recorder(TorchFunctionMode):
         # or attribute write empties it, back to the plain values (``_plain_values``).
         self.seen: dict = dict(_plain_values)
         self.entering = None  # the module whose torch __call__ a stand-in runs (hooks)
+        self.replay = False  # may torch leaf layers' ops be replayed (see _learn)?
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         raise RuntimeError("a _Recorder records only inside _run(), which sets its op hook")
@@ -913,6 +914,8 @@ def _stand_in(rec, members, forward, call=None):
     seen = rec.seen
     through = call or forward
     hooks = _GLOBAL_HOOKS
+    replay = rec.replay
+    templates = []  # what calls of this class's torch leaf layers did (see _learn)
 
     def traced(self, *args, **kwargs):
         key = id(self)
@@ -973,14 +976,100 @@ def _stand_in(rec, members, forward, call=None):
             lasti = top[3] if top[3] < 0 else -1 - top[3]
         else:
             code, lasti = rec._site(frame, top)
-        path, name, torch_defined, fastpath = info
+        path, name, torch_defined, fastpath, leaf = info
         n = calls[key] = calls.get(key, 0) + 1
         record = [1, name, code, lasti, None if top is None else top[0], path, n, inputs,
                   None, None, False]
         records.append(record)
-        stack.append((len(records) - 1, torch_defined, code, lasti))
+        index = len(records) - 1
+        stack.append((index, torch_defined, code, lasti))
+        learn = False
         try:
-            if not direct:  # torch's __call__ runs the hooks, then our forward stand-in
+            if (leaf and direct and replay and args and not kwargs and _tf_mode_on()
+                    and _tf_stack_len() == 1 and _tf_stack_at(0) is rec):
+                # A torch leaf layer: its op is replayed from a template of an earlier
+                # call that this call repeats (see _learn), with torch functions off.
+                # Inline, as in the op hook: a Python call less per layer.
+                op = None
+                if templates:
+                    with _no_torch_function():  # (its metadata reads are not the reader's)
+                        d = self.__dict__
+                        params = self._parameters
+                        buffers = self._buffers
+                        grad = _grad_enabled()
+                        for (size, nparams, nbuffers, tgrad, minputs, getter, vals, nones,
+                             others, checks, fills, opname, ins) in reversed(templates):
+                            if (len(d) != size or len(params) != nparams
+                                    or len(buffers) != nbuffers or tgrad is not grad
+                                    or (inputs is not minputs and inputs != minputs)):
+                                continue
+                            try:
+                                if getter(d) != vals:
+                                    continue
+                            except KeyError:
+                                continue
+                            fits = True
+                            for a in args:  # a subclass's __torch_function__ must run
+                                if type(a) is not Tensor and type(a) is not _Parameter:
+                                    fits = False
+                            for buffer, k in nones:
+                                if (buffers if buffer else params).get(k, _NO_KWARGS) is not None:
+                                    fits = False
+                            for buffer, k in others:
+                                if (buffers if buffer else params).get(k) is None:
+                                    fits = False
+                            for buffer, k, info in checks:  # the same metadata as then
+                                p = (buffers if buffer else params).get(k)
+                                known = seen.get(id(p))
+                                if (p is None or known is None or known[1] is not info
+                                        or known[0]() is not p):
+                                    fits = False
+                                    break
+                            if not fits:
+                                continue
+                            if type(ins) is list:
+                                ins = list(ins)
+                            for pos, k in fills:
+                                v = inputs if type(inputs) is not list else inputs[k]
+                                if pos < 0:
+                                    ins = v
+                                else:
+                                    ins[pos] = v
+                            if len(records) >= max_steps:
+                                rec._limit()
+                            op = [0, opname, code, lasti if lasti < 0 else -1 - lasti,
+                                  index, None, None, ins, None, None, False]
+                            records.append(op)
+                            break
+                        if op is not None:
+                            try:
+                                output = forward(self, *args)
+                            except BaseException as exc:
+                                op[_ERROR] = _error_text(exc)
+                                raise
+                            try:
+                                s = output.shape if type(output) is Tensor else None
+                            except RuntimeError:  # e.g. a nested tensor
+                                s = None
+                            if s:  # as the op hook records an op's output
+                                dtype, device = output.dtype, output.device
+                                grad = output.requires_grad  # (the grad mode is checked)
+                                first = ins if type(ins) is not list else ins[0]
+                                if (type(first) is TensorInfo and first[1] is dtype
+                                        and first[3] is grad and first[5] is None
+                                        and first[0] == s and first[2] == device):
+                                    out = first
+                                else:
+                                    out = _tuple_new(TensorInfo, (s, dtype, device, grad,
+                                                                  None, None, None))
+                                seen[id(output)] = (_ref(output), out)
+                                op[_OUTPUTS] = out
+                            else:
+                                rec._outputs(output, op, args[:1])
+                if op is None:
+                    learn = True
+                    output = forward(self, *args)
+            elif not direct:  # torch's __call__ runs the hooks, then our forward stand-in
                 entering = rec.entering
                 rec.entering = self
                 try:
@@ -1007,9 +1096,106 @@ def _stand_in(rec, members, forward, call=None):
         else:
             with _no_torch_function():
                 rec._outputs(output, record, args)
+        if learn and len(records) == index + 2:  # the call made one op: a template?
+            with _no_torch_function():
+                _learn(templates, self, args, record, records[index + 1], seen)
         return output
 
     return traced
+
+
+def _learn(templates, mod, args, record, op, seen):
+    """Keep a template of a torch leaf layer's call, for its stand-in to replay.
+
+    A torch leaf layer (a class of ``torch.nn.modules`` whose forward is torch's, with
+    no children and no fused fast path) runs torch's code only. When its call made
+    exactly one op, internal (called by torch's code), out of place, without error,
+    returning the layer's output, and each of whose tensor arguments is one of the
+    layer's own arguments, parameters or buffers, then a later call of a layer of the
+    same class in the same trace, in the same state, makes that same op again. The same
+    state: the same values of the plain attributes (numbers, strings, tuples of them:
+    stride, eps, training ...), the same parameters and buffers present, those the op
+    took with the same metadata (one TensorInfo object per kind, see _held_info), the
+    layer's arguments plain tensors with the same metadata, the same grad mode, and the
+    recorder the only mode, with torch functions on (a mode of the reader's, inner or
+    outer, sees every op as it would untraced). (The forward of no torch leaf
+    layer reads its arguments' strides or other metadata that TensorInfo leaves out.)
+    The stand-in checks all of that, runs the call with torch functions off (torch's
+    dispatch to a Python mode is most of what an op costs a trace: here one op, and
+    metadata reads such as ``input.dim()``) and records the op from the template with
+    this call's values. Any other call is recorded the usual way.
+
+    A template: (len(__dict__), number of parameters, of buffers, grad mode, the
+    layer's input values, getter of its plain attributes, their values, (buffer?, name)
+    of the parameters and buffers that are None, of those that are not and that the op
+    did not take, (buffer?, name, TensorInfo) of those it took, (position in the op's
+    inputs or -1 for a bare value, index of the layer's argument) for each argument it
+    took, the op's name, its input values).
+    """
+    if (op[_KIND] != 0 or op[_LASTI] >= 0 or op[_ERROR] is not None or op[_INPLACE]
+            or record[_INPLACE] or op[_OUTPUTS] is None or op[_OUTPUTS] is not record[_OUTPUTS]
+            or op[_NAME][-1] == "_" or type(op[_OUTPUTS]) is not TensorInfo):
+        return
+    d = mod.__dict__
+    keys = _plain_keys(d)
+    if keys is None:  # an attribute of another kind (a list, a function) might matter
+        return
+    getter = itemgetter(*keys)
+    minputs = record[_INPUTS]
+    margs = minputs if type(minputs) is list else [minputs]
+    if len(margs) != len(args):
+        return
+    for a, info in zip(args, margs, strict=True):
+        if (type(a) is not Tensor and type(a) is not _Parameter) or type(info) is not TensorInfo:
+            return
+    sources = [(info, 0, i) for i, info in enumerate(margs)]
+    params, buffers = mod._parameters, mod._buffers
+    nones = []
+    others = {}
+    for where, table in ((1, params), (2, buffers)):
+        for k, p in table.items():
+            if p is None:
+                nones.append((where == 2, k))
+                continue
+            others[(where == 2, k)] = True
+            known = seen.get(id(p))
+            if known is not None and known[0]() is p and type(known[1]) is TensorInfo:
+                sources.append((known[1], where, k))
+    ins = op[_INPUTS]
+    bare = type(ins) is not list
+    fills = []  # (position, or -1 for a bare value; index of the layer's argument)
+    checks = {}  # (buffer?, name) -> the TensorInfo it must have
+    for pos, v in enumerate([ins] if bare else ins):
+        t = type(v)
+        if t is PyValue:
+            continue
+        if t is not TensorInfo:
+            return
+        kw = v[5]  # passed by keyword: a named copy (see _Recorder._values_of)
+        hits = [(where, k, info) for info, where, k in sources if info is v or (
+            kw is not None and _named.get((id(info), kw), (None, None))[1] is v)]
+        if not hits:
+            return
+        # Parameters and buffers of equal metadata share one TensorInfo (_held_info):
+        # the value recorded is the same whichever of them the op took, if each of them
+        # still has it. A layer's argument is filled in (its value is checked by value).
+        filled = False
+        for where, k, info in hits:
+            if where == 0:
+                if kw is not None:
+                    return
+                if not filled:
+                    fills.append((-1 if bare else pos, k))
+                    filled = True
+            else:
+                others.pop((where == 2, k), None)
+                checks[(where == 2, k)] = info
+    if len(templates) >= 4:
+        del templates[0]
+    templates.append((len(d), len(params), len(buffers), _grad_enabled(), minputs, getter,
+                      getter(d), tuple(nones), tuple(others),
+                      tuple((b, k, info) for (b, k), info in checks.items()), tuple(fills),
+                      op[_NAME], ins if bare else list(ins)))
 
 
 def _patch(rec, mods, paths):
@@ -1099,6 +1285,7 @@ def _tensor_kind(t) -> str:
 
 
 _no_torch_function = torch._C.DisableTorchFunction
+_grad_enabled = torch.is_grad_enabled
 _getframe = sys._getframe
 _FunctionType = types.FunctionType
 _MODULE_CALL = nn.Module.__call__
@@ -1269,9 +1456,12 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, lis
         kind = kinds.get(cls)
         if kind is None:
             code = getattr(getattr(cls, "forward", None), "__code__", None)
-            kind = kinds[cls] = (cls.__name__, code is not None and _is_lib(code),
-                                 issubclass(cls, _FASTPATH_TYPES))
-        paths[key] = (path, kind[0], kind[1], kind[2])
+            lib = code is not None and _is_lib(code)
+            fast = issubclass(cls, _FASTPATH_TYPES)
+            kind = kinds[cls] = (cls.__name__, lib, fast, lib and not fast
+                                 and cls.__module__.startswith("torch.nn.modules."))
+        children = mod._modules
+        paths[key] = (path, kind[0], kind[1], kind[2], kind[3] and not children)
         mods.append((path, mod))
         sig += (path, key, cls)
         params = mod._parameters
@@ -1288,7 +1478,6 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, lis
                 tensors.extend(params.values())
         if seen is not None and mod._buffers:
             tensors.extend(mod._buffers.values())
-        children = mod._modules
         if children:
             edges += len(children)
             prefix = path + "." if path else ""
@@ -1330,15 +1519,19 @@ def _held_info(p, s) -> tuple:
     """A new ``seen`` entry (weak reference, TensorInfo) for a parameter or buffer whose
     shape is ``s``, kept for the next traces."""
     key = id(p)
-    hit = _held_infos[key] = (_ref(p), _tuple_new(TensorInfo, (s, p.dtype, p.device,
-                                                                p.requires_grad, None,
-                                                                None, None)))
+    info = _tuple_new(TensorInfo, (s, p.dtype, p.device, p.requires_grad, None, None, None))
+    # one TensorInfo per kind of parameter: equal metadata is the same object (see _learn)
+    if len(_held_kinds) >= 4096:
+        _held_kinds.clear()
+    info = _held_kinds.setdefault(info, info)
     if len(_held_infos) >= 65536:
         _held_infos.clear()
+    hit = _held_infos[key] = (_ref(p), info)
     return hit
 
 
 _held_infos: dict = {}  # id(parameter or buffer) -> (weak reference to it, its TensorInfo)
+_held_kinds: dict = {}  # TensorInfo -> itself: the one in use for its value
 _LazyTensor = nn.parameter.UninitializedTensorMixin
 
 
@@ -1575,6 +1768,7 @@ def _run(rec, model, mods, args, kwargs, ops=True):
     # classes for the duration of the call and removed in `finally`), not by forward
     # hooks: any hook sends nn.Module.__call__ down its slow path, which costs more than
     # the recording itself. The model's hook dicts are never touched.
+    rec.replay = ops and not rec.values and _REPLAY
     undo = _patch(rec, mods, rec.paths)
     try:
         if not ops:  # module calls only: no TorchFunctionMode, ops run at full speed
@@ -1620,10 +1814,12 @@ def _handle_stand_in(rec, hook):
 
 # the modules whose Python-level functions call handle_torch_function by its global name
 _HANDLE_USERS = (torch.nn.functional, torch.functional, torch._tensor)
+_REPLAY = True  # replay torch leaf layers' ops from templates (see _learn); tests turn it off
 _HANDLE_TF = torch.overrides.handle_torch_function
 _TENSOR_TYPES = (Tensor,)
 _tf_stack_len = torch._C._len_torch_function_stack
 _tf_stack_at = torch._C._get_function_stack_at
+_tf_mode_on = torch._C._is_torch_function_mode_enabled
 _tf_stack_pop = torch._C._pop_torch_function_stack
 _tf_stack_push = torch._C._push_on_torch_function_stack
 _HANDLE_STAND_IN_CODE = next(c for c in _handle_stand_in.__code__.co_consts

@@ -1,0 +1,297 @@
+"""Replayed layers: a torch leaf layer whose call repeats an earlier call of its class in
+the same trace (same state, same kind of input) runs with torch functions off and gets
+its op from a template (book_src.tracing._learn). Oracle: the same trace recorded with
+every op intercepted (``_REPLAY`` off), and PyTorch's own output."""
+
+import copy
+import contextlib
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_tracing import _mode_stack, _state
+from torch import nn
+from torch.overrides import BaseTorchFunctionMode
+
+import book_src.tracing as tracing
+from book_src import trace
+
+
+def _both(model, *args, context=contextlib.nullcontext, seed=0, changes=False, **kw):
+    """(trace with replay, trace with every op intercepted), each of its own copy of
+    ``model`` (a call may change a model: batch-norm statistics, a forward's writes).
+    Each leaves its copy as it was (unless its forward ``changes`` it itself)."""
+    out = []
+    for replay in (True, False):
+        m = copy.deepcopy(model)
+        before = _state(m)
+        stack = _mode_stack()
+        tracing._REPLAY = replay
+        try:
+            torch.manual_seed(seed)
+            with context():
+                out.append(trace(m, *args, **kw))
+        finally:
+            tracing._REPLAY = True
+        assert (changes or _state(m) == before) and _mode_stack() == stack
+    return out
+
+
+def _same(a, b):
+    da, db = a.to_dict(), b.to_dict()
+    da.pop("output", None)
+    db.pop("output", None)
+    assert da == db
+    assert type(a.error) is type(b.error) and str(a.error) == str(b.error)
+    if isinstance(a.output, torch.Tensor):
+        assert torch.equal(a.output, b.output)
+
+
+def _intercepted(model, *args):
+    """How many times the recorder's op hook runs in a trace of ``model``. (The counting
+    wrapper's code is compiled as part of book_src, so that the recorder skips its frame
+    as it skips its own.)"""
+    count = [0]
+    make = tracing._op_hook
+    scope = {"make": make, "count": count}
+    exec(compile(
+        "def counting(rec):\n"
+        "    hook = make(rec)\n"
+        "    def __torch_function__(self, func, types, args=(), kwargs=None):\n"
+        "        count[0] += 1\n"
+        "        return hook(self, func, types, args, kwargs)\n"
+        "    return __torch_function__\n", tracing.__file__, "exec"), scope)
+    tracing._op_hook = scope["counting"]
+    try:
+        trace(model, *args)
+    finally:
+        tracing._op_hook = make
+    return count[0]
+
+
+class Tower(nn.Module):
+    """Repeated identical blocks (conv-bn-relu + skip) and a repeated head."""
+
+    def __init__(self, channels=4, blocks=4):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.BatchNorm2d(channels),
+                                  nn.ReLU())
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+                          nn.BatchNorm2d(channels), nn.ReLU())
+            for _ in range(blocks))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels * 16, 8), nn.Tanh(),
+                                  nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3))
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.head(x)
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("context", [contextlib.nullcontext, torch.no_grad, torch.inference_mode])
+def test_replayed_layers_are_recorded_as_intercepted_ones(training, context):
+    model = Tower().train(training)
+    X = torch.randn(2, 3, 4, 4)
+    with_replay, intercepted = _both(model, X, context=context)
+    _same(with_replay, intercepted)
+    with context():
+        torch.manual_seed(0)
+        assert torch.allclose(with_replay.output, copy.deepcopy(model)(X))
+    internal = [s for s in with_replay.steps if s.internal]
+    assert {s.name for s in internal} >= {"F.conv2d", "F.batch_norm", "F.linear", "F.relu"}
+
+
+def test_replay_happens_and_saves_interceptions():
+    model = Tower(blocks=6).eval()
+    X = torch.randn(1, 3, 4, 4)
+    on = _intercepted(model, X)
+    tracing._REPLAY = False
+    try:
+        off = _intercepted(model, X)
+    finally:
+        tracing._REPLAY = True
+    # each replayed conv or linear skips one interception, each batch norm two (its
+    # F.batch_norm and the input.dim() of its check), each ReLU one
+    assert off - on >= 5 * 4, (on, off)
+
+
+class Mutating(nn.Module):
+    """A forward that changes its layers between their calls, in every way that matters."""
+
+    def __init__(self, change):
+        super().__init__()
+        self.change = change
+        self.convs = nn.ModuleList(nn.Conv2d(2, 2, 3, padding=1) for _ in range(4))
+        self.lins = nn.ModuleList(nn.Linear(8, 8) for _ in range(4))
+        self.bns = nn.ModuleList(nn.BatchNorm1d(8) for _ in range(4))
+
+    def forward(self, x, v):
+        for i, conv in enumerate(self.convs):
+            if i == 2:
+                if self.change == "stride":
+                    conv.stride = (2, 2)
+                elif self.change == "padding":
+                    conv.__dict__["padding"] = (0, 0)  # past nn.Module.__setattr__
+                elif self.change == "bias":
+                    conv.bias = None
+                elif self.change == "weight":
+                    conv.weight = nn.Parameter(torch.randn(2, 2, 1, 1))
+                elif self.change == "requires_grad":
+                    conv.weight.requires_grad_(False)
+                elif self.change == "data":
+                    conv.weight.data = torch.randn(2, 2, 1, 1, dtype=torch.float64).float()
+                elif self.change == "train":
+                    self.bns[2].train()
+                elif self.change == "eps":
+                    self.bns[2].eps = 0.5
+                elif self.change == "hook":
+                    conv.register_forward_hook(lambda m, i, o: o * 2)
+            x = conv(x)
+        for lin, bn in zip(self.lins, self.bns, strict=True):
+            v = bn(lin(v))
+        return x.sum() + v.sum()
+
+
+@pytest.mark.parametrize("change", ["none", "stride", "padding", "bias", "weight",
+                                    "requires_grad", "data", "train", "eps", "hook"])
+def test_a_layer_changed_by_the_forward_is_recorded_as_it_is_now(change):
+    model = Mutating(change).eval()
+    a, b = _both(model, torch.randn(1, 2, 6, 6), torch.randn(3, 8), changes=True)
+    assert a.error is None
+    _same(a, b)
+
+
+def test_layers_in_another_state_or_with_other_inputs_are_recorded_as_they_are():
+    layers = [nn.Linear(4, 4), nn.Linear(4, 4, bias=False), nn.Linear(4, 4).double(),
+              nn.Linear(4, 4), nn.Linear(4, 4)]
+    layers[3].weight.requires_grad_(False)
+    layers[4].bias.requires_grad_(False)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList(layers)
+
+        def forward(self, x):
+            outs = [layer(x) for layer in self.layers if layer.weight.dtype == x.dtype]
+            outs.append(self.layers[2](x.double()))
+            outs.append(self.layers[0](x[:, :4].t().contiguous().t()))  # other strides
+            outs.append(self.layers[0](x.unsqueeze(0)))  # another shape
+            outs.append(self.layers[0](x.detach().requires_grad_()))
+            with torch.no_grad():
+                outs.append(self.layers[0](x))
+            return outs
+
+    a, b = _both(Net(), torch.randn(3, 4))
+    assert a.error is None
+    _same(a, b)
+
+
+def test_inner_modes_subclasses_and_disabled_torch_functions_see_what_they_saw():
+    seen = []
+
+    class Tagged(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            seen.append("tagged:" + getattr(func, "__name__", "?"))
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    class Inner(BaseTorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append("inner:" + getattr(func, "__name__", "?"))
+            return super().__torch_function__(func, types, args, kwargs)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lins = nn.ModuleList(nn.Linear(4, 4) for _ in range(5))
+
+        def forward(self, x):
+            x = self.lins[0](x)
+            x = self.lins[1](x)  # a replay
+            with Inner():
+                x = self.lins[2](x)  # the forward's own mode must see F.linear
+            x = self.lins[3](x.as_subclass(Tagged))  # and a subclass its own call
+            with torch._C.DisableTorchFunction():
+                x = self.lins[4](x.as_subclass(torch.Tensor))  # no op seen at all
+            return x
+
+    for replay in (True, False):
+        seen.clear()
+        tracing._REPLAY = replay
+        try:
+            t = trace(Net(), torch.randn(2, 4))
+        finally:
+            tracing._REPLAY = True
+        assert t.error is None
+        assert "inner:linear" in seen and "tagged:linear" in seen, seen
+        assert [s.path for s in t.steps if s.name == "F.linear"] == ["lins.0", "lins.1",
+                                                                    "lins.2", "lins.3"]
+    _same(*_both(Net(), torch.randn(2, 4)))
+
+
+def test_a_replayed_call_that_fails_is_the_last_step_with_its_error():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embs = nn.ModuleList(nn.Embedding(5, 3) for _ in range(3))
+
+        def forward(self, i):
+            self.embs[0](i)
+            self.embs[1](i)
+            return self.embs[2](i + 10)  # same shapes, out of range: fails in the op
+
+    a, b = _both(Net(), torch.tensor([1, 2]))
+    _same(a, b)
+    assert a.error is not None and a.steps[-1].name == "F.embedding"
+    assert a.steps[-1].error and a.steps[-2].error and a.steps[-2].kind == "module"
+
+
+@pytest.mark.parametrize("max_steps", [3, 4, 5, 6, 7, 8])
+def test_max_steps_stops_a_replayed_layer_where_it_stops_an_intercepted_one(max_steps):
+    model = nn.Sequential(*[nn.Linear(3, 3) for _ in range(4)])
+    a, b = _both(model, torch.randn(2, 3), max_steps=max_steps)
+    _same(a, b)
+    assert a.truncated and len(a.steps) == max_steps
+
+
+@st.composite
+def repeated_stacks(draw):
+    """(model, input, context): a stack of layers, each repeated a few times, some of
+    them in another state than their twins."""
+    width = draw(st.integers(1, 4))
+    kinds = draw(st.lists(st.sampled_from(
+        ["linear", "linear_nobias", "relu", "relu_inplace", "tanh", "sigmoid", "gelu",
+         "dropout", "bn", "ln", "identity", "softmax"]), min_size=1, max_size=4))
+    layers = []
+    for kind in kinds:
+        for _ in range(draw(st.integers(1, 3))):
+            layer = {
+                "linear": lambda: nn.Linear(width, width),
+                "linear_nobias": lambda: nn.Linear(width, width, bias=False),
+                "relu": nn.ReLU, "relu_inplace": lambda: nn.ReLU(inplace=True),
+                "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU,
+                "dropout": lambda: nn.Dropout(0.5), "bn": lambda: nn.BatchNorm1d(width),
+                "ln": lambda: nn.LayerNorm(width), "identity": nn.Identity,
+                "softmax": lambda: nn.Softmax(dim=1),
+            }[kind]()
+            if draw(st.booleans()) and any(True for _ in layer.parameters()):
+                next(layer.parameters()).requires_grad_(False)
+            layer.train(draw(st.booleans()))
+            layers.append(layer)
+    context = draw(st.sampled_from([contextlib.nullcontext, torch.no_grad,
+                                    torch.inference_mode]))
+    return nn.Sequential(*layers), torch.randn(draw(st.integers(2, 4)), width), context
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=repeated_stacks())
+def test_random_repeated_layers_replayed_as_intercepted(case):
+    model, X, context = case
+    a, b = _both(model, X, context=context)
+    assert a.error is None
+    _same(a, b)
