@@ -3,8 +3,8 @@ the same trace (same state, same kind of input) runs with torch functions off an
 its op from a template (book_src.tracing._learn). Oracle: the same trace recorded with
 every op intercepted (``_REPLAY`` off), and PyTorch's own output."""
 
-import copy
 import contextlib
+import copy
 
 import pytest
 import torch
@@ -211,14 +211,14 @@ def test_inner_modes_subclasses_and_disabled_torch_functions_see_what_they_saw()
             self.lins = nn.ModuleList(nn.Linear(4, 4) for _ in range(5))
 
         def forward(self, x):
-            x = self.lins[0](x)
-            x = self.lins[1](x)  # a replay
+            y = self.lins[0](x)
+            y = self.lins[1](x)  # a replay: the same layer, the same kind of input
             with Inner():
-                x = self.lins[2](x)  # the forward's own mode must see F.linear
-            x = self.lins[3](x.as_subclass(Tagged))  # and a subclass its own call
+                y = self.lins[2](x)  # the forward's own mode must see F.linear
+            y = self.lins[3](x.as_subclass(Tagged))  # and a subclass its own call
             with torch._C.DisableTorchFunction():
-                x = self.lins[4](x.as_subclass(torch.Tensor))  # no op seen at all
-            return x
+                y = self.lins[4](x)  # no op seen at all
+            return y
 
     for replay in (True, False):
         seen.clear()
@@ -232,6 +232,26 @@ def test_inner_modes_subclasses_and_disabled_torch_functions_see_what_they_saw()
         assert [s.path for s in t.steps if s.name == "F.linear"] == ["lins.0", "lins.1",
                                                                     "lins.2", "lins.3"]
     _same(*_both(Net(), torch.randn(2, 4)))
+
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lins = nn.ModuleList(nn.Linear(4, 4) for _ in range(2))
+
+        def forward(self, x):  # the same kind of input, but a subclass the second time
+            with torch._C.DisableTorchFunction():
+                x = x * 1  # (a tensor the recorder has not seen: read as the layer's)
+            self.lins[0](x)
+            return self.lins[1](x.as_subclass(Tagged))
+
+    for replay in (True, False):
+        seen.clear()
+        tracing._REPLAY = replay
+        try:
+            t = trace(Pair(), torch.randn(2, 4))
+        finally:
+            tracing._REPLAY = True
+        assert t.error is None and "tagged:linear" in seen, seen
 
 
 def test_a_replayed_call_that_fails_is_the_last_step_with_its_error():
@@ -249,6 +269,24 @@ def test_a_replayed_call_that_fails_is_the_last_step_with_its_error():
     _same(a, b)
     assert a.error is not None and a.steps[-1].name == "F.embedding"
     assert a.steps[-1].error and a.steps[-2].error and a.steps[-2].kind == "module"
+
+
+def test_a_layer_that_refuses_its_input_before_its_op_records_no_op():
+    # BatchNorm1d checks the input's dimensions in Python, before F.batch_norm: a call
+    # with another kind of input is no replay of an earlier one
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bns = nn.ModuleList(nn.BatchNorm1d(8) for _ in range(2))
+
+        def forward(self, x):
+            self.bns[0](x)
+            return self.bns[1](x.view(1, 1, 3, 8))
+
+    a, b = _both(Net().eval(), torch.randn(3, 8))
+    _same(a, b)
+    assert "expected 2D or 3D input" in str(a.error)
+    assert [s.kind for s in a.steps[-2:]] == ["op", "module"] and a.steps[-1].error
 
 
 @pytest.mark.parametrize("max_steps", [3, 4, 5, 6, 7, 8])
