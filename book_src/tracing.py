@@ -35,8 +35,8 @@ import textwrap
 import threading
 import types
 import weakref
+from operator import attrgetter, itemgetter
 from operator import is_ as _is
-from operator import itemgetter
 
 import torch
 from torch import nn
@@ -1488,25 +1488,21 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, lis
         # the entry of the last trace while the metadata is the same: fewer new objects
         # for the collector, and the named copies made for keyword arguments still hold
         held = _held_infos
+        meta = _metadata
         for p in tensors:
             t = type(p)
             if t is not _Parameter and t is not Tensor:
                 continue  # None, a lazy or another kind of tensor: read when used
             try:
-                s = p.shape
+                m = meta(p)
             except RuntimeError:  # no single shape (a nested tensor)
                 continue
-            if not s:
+            if not m[0]:
                 continue
             key = id(p)
             hit = held.get(key)
-            if hit is not None and hit[0]() is p:
-                info = hit[1]
-                if not (info[3] is p.requires_grad and info[1] is p.dtype and info[0] == s
-                        and info[2] == p.device):
-                    hit = _held_info(p, s)
-            else:
-                hit = _held_info(p, s)
+            if hit is None or hit[2] != m or hit[0]() is not p:
+                hit = _held_info(p, m)
             seen[key] = hit
     return paths, mods, (None if lazy or edges != len(mods) - 1 else sig)
 
@@ -1515,22 +1511,24 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, lis
 _kinds: dict = {}
 
 
-def _held_info(p, s) -> tuple:
-    """A new ``seen`` entry (weak reference, TensorInfo) for a parameter or buffer whose
-    shape is ``s``, kept for the next traces."""
+def _held_info(p, m) -> tuple:
+    """A new ``seen`` entry (weak reference, TensorInfo, metadata) for a parameter or
+    buffer whose metadata (``_metadata``) is ``m``, kept for the next traces."""
     key = id(p)
-    info = _tuple_new(TensorInfo, (s, p.dtype, p.device, p.requires_grad, None, None, None))
+    info = _tuple_new(TensorInfo, m + (None, None, None))
     # one TensorInfo per kind of parameter: equal metadata is the same object (see _learn)
     if len(_held_kinds) >= 4096:
         _held_kinds.clear()
     info = _held_kinds.setdefault(info, info)
     if len(_held_infos) >= 65536:
         _held_infos.clear()
-    hit = _held_infos[key] = (_ref(p), info)
+    hit = _held_infos[key] = (_ref(p), info, m)
     return hit
 
 
-_held_infos: dict = {}  # id(parameter or buffer) -> (weak reference to it, its TensorInfo)
+# id(parameter or buffer) -> (weak reference to it, its TensorInfo, its _metadata)
+_held_infos: dict = {}
+_metadata = attrgetter("shape", "dtype", "device", "requires_grad")  # in TensorInfo's order
 _held_kinds: dict = {}  # TensorInfo -> itself: the one in use for its value
 _LazyTensor = nn.parameter.UninitializedTensorMixin
 
