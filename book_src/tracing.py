@@ -13,6 +13,13 @@
   torch's ``handle_torch_function``, set for the duration of the call, that skips
   torch's generic search for overrides when the recorder is the innermost mode.
 
+A torch leaf layer (``nn.Conv2d``, ``nn.BatchNorm2d``, ``nn.Linear`` ...) whose call
+repeats an earlier call of a layer of its class in the same trace (the same plain
+attributes, parameters of the same metadata, the same kind of input, the same grad
+mode; see ``_learn``) is not intercepted again: it runs with torch functions off and its
+op is recorded from a template of that earlier call, with this call's own values. Tests
+check such traces against traces with every op intercepted.
+
 For each step the reader's own source line is found by walking the Python stack to
 the innermost frame outside torch and outside this package. Everything recorded is
 metadata (shapes, dtypes, names, line numbers); no tensor data is kept.
@@ -902,7 +909,8 @@ def _stand_in(rec, members, forward, call=None):
 
     The ``__call__`` stand-in does what torch's ``__call__`` does for a module without
     hooks (call ``forward``) in one Python frame instead of two, and knows its caller
-    without looking further up the stack. With hooks (or a compiled module, or JIT
+    without looking further up the stack. A torch leaf layer's call may replay its op
+    from a template (see ``_learn``). With hooks (or a compiled module, or JIT
     tracing) it runs torch's ``__call__``, whose ``forward`` stand-in then passes the call
     through. The ``forward`` stand-in records the calls that come another way: a direct
     ``child.forward(x)``, a module with its own ``forward`` attribute or ``__call__``."""
@@ -983,7 +991,7 @@ def _stand_in(rec, members, forward, call=None):
         records.append(record)
         index = len(records) - 1
         stack.append((index, torch_defined, code, lasti))
-        learn = False
+        learn = None  # for a template: the layer's state before the call
         try:
             if (leaf and direct and replay and args and not kwargs and _tf_mode_on()
                     and _tf_stack_len() == 1 and _tf_stack_at(0) is rec):
@@ -1067,7 +1075,8 @@ def _stand_in(rec, members, forward, call=None):
                             else:
                                 rec._outputs(output, op, args[:1])
                 if op is None:
-                    learn = True
+                    learn = (tuple(self.__dict__.values()), tuple(self._parameters.values()),
+                             tuple(self._buffers.values()))
                     output = forward(self, *args)
             elif not direct:  # torch's __call__ runs the hooks, then our forward stand-in
                 entering = rec.entering
@@ -1096,15 +1105,15 @@ def _stand_in(rec, members, forward, call=None):
         else:
             with _no_torch_function():
                 rec._outputs(output, record, args)
-        if learn and len(records) == index + 2:  # the call made one op: a template?
+        if learn is not None and len(records) == index + 2:  # one op: a template?
             with _no_torch_function():
-                _learn(templates, self, args, record, records[index + 1], seen)
+                _learn(templates, self, args, record, records[index + 1], seen, learn)
         return output
 
     return traced
 
 
-def _learn(templates, mod, args, record, op, seen):
+def _learn(templates, mod, args, record, op, seen, before):
     """Keep a template of a torch leaf layer's call, for its stand-in to replay.
 
     A torch leaf layer (a class of ``torch.nn.modules`` whose forward is torch's, with
@@ -1123,7 +1132,9 @@ def _learn(templates, mod, args, record, op, seen):
     The stand-in checks all of that, runs the call with torch functions off (torch's
     dispatch to a Python mode is most of what an op costs a trace: here one op, and
     metadata reads such as ``input.dim()``) and records the op from the template with
-    this call's values. Any other call is recorded the usual way.
+    this call's values. Any other call is recorded the usual way. ``before``: the
+    layer's attributes, parameters and buffers before the call, which must not have
+    changed.
 
     A template: (len(__dict__), number of parameters, of buffers, grad mode, the
     layer's input values, getter of its plain attributes, their values, (buffer?, name)
@@ -1137,6 +1148,12 @@ def _learn(templates, mod, args, record, op, seen):
             or op[_NAME][-1] == "_" or type(op[_OUTPUTS]) is not TensorInfo):
         return
     d = mod.__dict__
+    params, buffers = mod._parameters, mod._buffers
+    for then, now in zip(before, (d.values(), params.values(), buffers.values()),
+                         strict=True):
+        now = tuple(now)  # (by identity: a tensor's == is elementwise)
+        if len(then) != len(now) or not all(map(_is, then, now)):
+            return
     keys = _plain_keys(d)
     if keys is None:  # an attribute of another kind (a list, a function) might matter
         return
@@ -1149,7 +1166,6 @@ def _learn(templates, mod, args, record, op, seen):
         if (type(a) is not Tensor and type(a) is not _Parameter) or type(info) is not TensorInfo:
             return
     sources = [(info, 0, i) for i, info in enumerate(margs)]
-    params, buffers = mod._parameters, mod._buffers
     nones = []
     others = {}
     for where, table in ((1, params), (2, buffers)):
