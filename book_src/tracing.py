@@ -1071,7 +1071,7 @@ def _stand_in(rec, members, forward, call=None):
                                     out = _tuple_new(TensorInfo, (s, dtype, device, grad,
                                                                   None, None, None))
                                 seen[id(output)] = (_ref(output), out)
-                                op[_OUTPUTS] = out
+                                op[_OUTPUTS] = record[_OUTPUTS] = out
                             else:
                                 rec._outputs(output, op, args[:1])
                 if op is None:
@@ -1095,16 +1095,22 @@ def _stand_in(rec, members, forward, call=None):
             raise
         finally:
             stack.pop()
-        known = seen.get(id(output))
-        if known is not None and known[0]() is output:
-            record[_OUTPUTS] = known[1]
+        if record[_OUTPUTS] is not None:  # a replay's: the op's output, read already
             for a in args:
                 if a is output:
                     record[_INPLACE] = True
                     break
         else:
-            with _no_torch_function():
-                rec._outputs(output, record, args)
+            known = seen.get(id(output))
+            if known is not None and known[0]() is output:
+                record[_OUTPUTS] = known[1]
+                for a in args:
+                    if a is output:
+                        record[_INPLACE] = True
+                        break
+            else:
+                with _no_torch_function():
+                    rec._outputs(output, record, args)
         if learn is not None and len(records) == index + 2:  # one op: a template?
             with _no_torch_function():
                 _learn(templates, self, args, record, records[index + 1], seen, learn)
