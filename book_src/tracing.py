@@ -993,8 +993,8 @@ def _stand_in(rec, members, forward, call=None):
         stack.append((index, torch_defined, code, lasti))
         learn = None  # for a template: the layer's state before the call
         try:
-            if (leaf and direct and replay and args and not kwargs and _tf_mode_on()
-                    and _tf_stack_len() == 1 and _tf_stack_at(0) is rec):
+            if (leaf and direct and replay and args and not kwargs
+                    and _tf_stack_len() == 1 and _tf_mode_on()):  # (the one mode: rec)
                 # A torch leaf layer: its op is replayed from a template of an earlier
                 # call that this call repeats (see _learn), with torch functions off.
                 # Inline, as in the op hook: a Python call less per layer.
