@@ -289,6 +289,39 @@ def test_a_layer_that_refuses_its_input_before_its_op_records_no_op():
     assert [s.kind for s in a.steps[-2:]] == ["op", "module"] and a.steps[-1].error
 
 
+def test_a_torch_layer_that_runs_the_readers_code_is_not_replayed(monkeypatch):
+    # nn.Linear calls F.linear by name: here the reader's function, whose op is the
+    # reader's own step (their line), not a layer's internal one
+    def my_linear(x, w, b=None):
+        return torch._C._nn.linear(x, w, b)
+
+    monkeypatch.setattr(torch.nn.functional, "linear", my_linear)
+    model = nn.Sequential(*[nn.Linear(3, 3) for _ in range(3)])
+    a, b = _both(model, torch.randn(2, 3))
+    _same(a, b)
+    assert [s.internal for s in a.steps if s.kind == "op"] == [False] * 3
+
+
+def test_a_layer_attribute_that_can_change_in_place_is_no_template():
+    # a list attribute (padding) could be the template's and change in place afterwards
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convs = nn.ModuleList(nn.Conv2d(1, 1, 3) for _ in range(2))
+            self.convs[0].padding = [1, 1]
+            self.convs[1].padding = [0, 1]
+
+        def forward(self, x):
+            self.convs[0](x)
+            self.convs[0].padding[0] = 0  # now equal to the second layer's
+            return self.convs[1](x)
+
+    a, b = _both(Net(), torch.randn(1, 1, 5, 5), changes=True)
+    _same(a, b)
+    assert [v.text for v in a.steps[-1].inputs if not v.is_tensor and "[" in v.text] == [
+        "[0, 1]"]
+
+
 @pytest.mark.parametrize("max_steps", [3, 4, 5, 6, 7, 8])
 def test_max_steps_stops_a_replayed_layer_where_it_stops_an_intercepted_one(max_steps):
     model = nn.Sequential(*[nn.Linear(3, 3) for _ in range(4)])
