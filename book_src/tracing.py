@@ -1021,7 +1021,7 @@ def _stand_in(rec, members, forward, call=None):
                                 if type(a) is not Tensor and type(a) is not _Parameter:
                                     fits = False
                             for buffer, k in nones:
-                                if (buffers if buffer else params).get(k, _NO_KWARGS) is not None:
+                                if (buffers if buffer else params).get(k, _MISSING) is not None:
                                     fits = False
                             for buffer, k in others:
                                 if (buffers if buffer else params).get(k) is None:
@@ -1061,14 +1061,14 @@ def _stand_in(rec, members, forward, call=None):
                                 s = None
                             if s:  # as the op hook records an op's output
                                 dtype, device = output.dtype, output.device
-                                grad = output.requires_grad  # (the grad mode is checked)
+                                needs = output.requires_grad
                                 first = ins if type(ins) is not list else ins[0]
                                 if (type(first) is TensorInfo and first[1] is dtype
-                                        and first[3] is grad and first[5] is None
+                                        and first[3] is needs and first[5] is None
                                         and first[0] == s and first[2] == device):
                                     out = first
                                 else:
-                                    out = _tuple_new(TensorInfo, (s, dtype, device, grad,
+                                    out = _tuple_new(TensorInfo, (s, dtype, device, needs,
                                                                   None, None, None))
                                 seen[id(output)] = (_ref(output), out)
                                 op[_OUTPUTS] = record[_OUTPUTS] = out
@@ -1284,6 +1284,7 @@ def _unpatch(undo):
 _FASTPATH_TYPES = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder)
 _NONE = PyValue(None, None)
 _NO_KWARGS: dict = {}  # never written to
+_MISSING = object()
 _Parameter = nn.Parameter
 # id(obj) -> (a getter that returns obj, its PyValue): the ints, floats, bools, None and
 # int tuples seen as arguments; every trace's `seen` starts with them
