@@ -554,7 +554,8 @@ class _Recorder(TorchFunctionMode):
 
     def __init__(self, max_steps, values):
         super().__init__()
-        self.paths: dict = {}  # id(module) -> (path, class name, torch's?, fast path?)
+        # id(module) -> (path, class name, torch's?, fast path?, torch leaf layer?)
+        self.paths: dict = {}
         self.max_steps = max_steps
         self.values = values
         self.records: list = []
@@ -902,7 +903,8 @@ def _stand_in(rec, members, forward, call=None):
     ``forward`` (``call`` None), set on the class for the duration of a trace.
 
     It records the calls of ``members`` (id(module) -> (path, class name, forward written
-    in torch?, torch's fused fast path?) of the model's modules of exactly this class)
+    in torch?, torch's fused fast path?, torch leaf layer?) of the model's modules of
+    exactly this class)
     made by the tracing thread, and passes every other call straight on: other instances
     of the class, another thread's calls, ``super().forward(x)`` from a subclass (that
     module is a member of its own class).
@@ -1455,13 +1457,13 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, lis
     """One pass over the model's modules, in ``named_modules()`` order, each once.
 
     Returns ``paths`` (id(module) -> (path, class name, is its forward written in torch?,
-    does it have torch's fused fast path?)), ``mods`` (the (path, module) pairs) and
-    ``sig``: what decides whether the module table of the model's last trace still holds
-    (path, id and class of each module, id and size of each of its parameters, flat), or
-    None if the model is not a tree (a module registered twice, a None child) or has a
-    lazy parameter. With ``seen``, the TensorInfo of every parameter and buffer goes into
-    it up front, in this tight loop, instead of being read one at a time between the
-    model's kernels."""
+    does it have torch's fused fast path?, is it a torch leaf layer (see _learn)?)),
+    ``mods`` (the (path, module) pairs) and ``sig``: what decides whether the module table
+    of the model's last trace still holds (path, id and class of each module, id and size
+    of each of its parameters, flat), or None if the model is not a tree (a module
+    registered twice, a None child) or has a lazy parameter. With ``seen``, the
+    TensorInfo of every parameter and buffer goes into it up front, in this tight loop,
+    instead of being read one at a time between the model's kernels."""
     paths = {}
     mods = []
     sig = []
@@ -1530,7 +1532,8 @@ def _survey(model: nn.Module, seen: dict | None = None) -> tuple[dict, list, lis
     return paths, mods, (None if lazy or edges != len(mods) - 1 else sig)
 
 
-# module class -> (its name, is its forward written in torch?, torch's fused fast path?)
+# module class -> (its name, is its forward written in torch?, torch's fused fast path?,
+# a torch leaf layer's class, if it has no children?)
 _kinds: dict = {}
 
 
