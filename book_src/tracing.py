@@ -1032,7 +1032,7 @@ def _stand_in(rec, members, forward, call=None):
                                 p = (buffers if buffer else params).get(k)
                                 known = seen.get(id(p))
                                 if (p is None or known is None or known[1] is not info
-                                        or known[0]() is not p):
+                                        ):
                                     fits = False
                                     break
                             if not fits:

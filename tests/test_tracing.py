@@ -630,24 +630,32 @@ def test_another_threads_calls_are_not_recorded_and_traces_take_turns():
     assert all("forward" not in m.__dict__ for m in net.modules())
 
 
-def test_python_level_torch_functions_under_subclasses_and_inner_modes():
-    # F.softmax, F.relu, torch.einsum and Tensor.split are Python functions that reach the
-    # recorder through handle_torch_function; a tensor subclass's own __torch_function__
-    # and a mode the forward enters itself must still run, and the op be recorded once
+def _overriders(seen, tag=""):
+    """A tensor subclass and a torch-function mode that note in ``seen`` each function
+    that reaches them (the subclass's names prefixed with ``tag``, the mode's with
+    "inner:"), then run it."""
     from torch.overrides import BaseTorchFunctionMode
-
-    seen = []
 
     class Tagged(torch.Tensor):
         @classmethod
         def __torch_function__(cls, func, types, args=(), kwargs=None):
-            seen.append(getattr(func, "__name__", "?"))
+            seen.append(tag + getattr(func, "__name__", "?"))
             return super().__torch_function__(func, types, args, kwargs or {})
 
     class Inner(BaseTorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             seen.append("inner:" + getattr(func, "__name__", "?"))
             return super().__torch_function__(func, types, args, kwargs)
+
+    return Tagged, Inner
+
+
+def test_python_level_torch_functions_under_subclasses_and_inner_modes():
+    # F.softmax, F.relu, torch.einsum and Tensor.split are Python functions that reach the
+    # recorder through handle_torch_function; a tensor subclass's own __torch_function__
+    # and a mode the forward enters itself must still run, and the op be recorded once
+    seen = []
+    Tagged, Inner = _overriders(seen)
 
     class Net(nn.Module):
         def forward(self, X, T):

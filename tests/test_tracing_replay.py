@@ -10,9 +10,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_tracing import _mode_stack, _state
+from test_tracing import _mode_stack, _overriders, _state
 from torch import nn
-from torch.overrides import BaseTorchFunctionMode
 
 import book_src.tracing as tracing
 from book_src import trace
@@ -193,17 +192,18 @@ def test_layers_in_another_state_or_with_other_inputs_are_recorded_as_they_are()
 
 def test_inner_modes_subclasses_and_disabled_torch_functions_see_what_they_saw():
     seen = []
+    Tagged, Inner = _overriders(seen, tag="tagged:")
 
-    class Tagged(torch.Tensor):
-        @classmethod
-        def __torch_function__(cls, func, types, args=(), kwargs=None):
-            seen.append("tagged:" + getattr(func, "__name__", "?"))
-            return super().__torch_function__(func, types, args, kwargs or {})
-
-    class Inner(BaseTorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            seen.append("inner:" + getattr(func, "__name__", "?"))
-            return super().__torch_function__(func, types, args, kwargs)
+    def each_way(model):  # traced with replay and without, noting what reached whom
+        for replay in (True, False):
+            seen.clear()
+            tracing._REPLAY = replay
+            try:
+                t = trace(model, torch.randn(2, 4))
+            finally:
+                tracing._REPLAY = True
+            assert t.error is None
+            yield t
 
     class Net(nn.Module):
         def __init__(self):
@@ -220,14 +220,7 @@ def test_inner_modes_subclasses_and_disabled_torch_functions_see_what_they_saw()
                 y = self.lins[4](x)  # no op seen at all
             return y
 
-    for replay in (True, False):
-        seen.clear()
-        tracing._REPLAY = replay
-        try:
-            t = trace(Net(), torch.randn(2, 4))
-        finally:
-            tracing._REPLAY = True
-        assert t.error is None
+    for t in each_way(Net()):
         assert "inner:linear" in seen and "tagged:linear" in seen, seen
         assert [s.path for s in t.steps if s.name == "F.linear"] == ["lins.0", "lins.1",
                                                                     "lins.2", "lins.3"]
@@ -244,14 +237,8 @@ def test_inner_modes_subclasses_and_disabled_torch_functions_see_what_they_saw()
             self.lins[0](x)
             return self.lins[1](x.as_subclass(Tagged))
 
-    for replay in (True, False):
-        seen.clear()
-        tracing._REPLAY = replay
-        try:
-            t = trace(Pair(), torch.randn(2, 4))
-        finally:
-            tracing._REPLAY = True
-        assert t.error is None and "tagged:linear" in seen, seen
+    for _ in each_way(Pair()):
+        assert "tagged:linear" in seen, seen
 
 
 def test_a_replayed_call_that_fails_is_the_last_step_with_its_error():
