@@ -898,7 +898,7 @@ def _op_hook(rec):
 # ---------------------------------------------------------------------- module calls
 
 
-def _stand_in(rec, members, forward, call=None):
+def _stand_in(rec, members, forward, call=None, shortcut=None):
     """A stand-in for a module class's ``__call__`` (given torch's, ``call``) or its
     ``forward`` (``call`` None), set on the class for the duration of a trace.
 
@@ -915,7 +915,8 @@ def _stand_in(rec, members, forward, call=None):
     from a template (see ``_learn``). With hooks (or a compiled module, or JIT
     tracing) it runs torch's ``__call__``, whose ``forward`` stand-in then passes the call
     through. The ``forward`` stand-in records the calls that come another way: a direct
-    ``child.forward(x)``, a module with its own ``forward`` attribute or ``__call__``."""
+    ``child.forward(x)``, a module with its own ``forward`` attribute or ``__call__``.
+    ``shortcut``: the class's direct forward (see ``_direct_forward``), if it has one."""
     stack = rec.stack
     records = rec.records
     calls = rec.calls
@@ -924,6 +925,7 @@ def _stand_in(rec, members, forward, call=None):
     seen = rec.seen
     through = call or forward
     hooks = _GLOBAL_HOOKS
+    hooks_of = _hooks_of
     replay = rec.replay
     templates = []  # what calls of this class's torch leaf layers did (see _learn)
 
@@ -932,13 +934,16 @@ def _stand_in(rec, members, forward, call=None):
         info = members.get(key)
         if info is None or _get_ident() != thread:
             return through(self, *args, **kwargs)
+        d = self.__dict__
         if call is not None:
             frame = _getframe(1)  # module(x) called this directly
-            direct = not (self._forward_hooks or self._forward_pre_hooks
-                          or self._backward_hooks or self._backward_pre_hooks
-                          or self._compiled_call_impl is not None
-                          or hooks[0] or hooks[1] or hooks[2] or hooks[3]
-                          or _get_tracing_state())
+            # torch's __call__ takes its fast path (forward, nothing else) when none of
+            # these is set (read from the instance dict in one call: no __getattr__)
+            try:
+                direct = not (any(hooks_of(d)) or any(hooks) or _get_tracing_state()
+                              or d.get("_compiled_call_impl") is not None)
+            except KeyError:  # no hook registries of its own: torch's __call__ decides
+                direct = False
         else:
             if rec.entering is self:  # reached from the __call__ stand-in: recorded there
                 rec.entering = None
@@ -1002,82 +1007,92 @@ def _stand_in(rec, members, forward, call=None):
                 # Inline, as in the op hook: a Python call less per layer.
                 op = None
                 if templates:
-                    with _no_torch_function():  # (its metadata reads are not the reader's)
-                        d = self.__dict__
-                        params = self._parameters
-                        buffers = self._buffers
-                        grad = _grad_enabled()
-                        for (size, nparams, nbuffers, tgrad, minputs, getter, vals, nones,
-                             others, checks, fills, opname, ins) in reversed(templates):
-                            if (len(d) != size or len(params) != nparams
-                                    or len(buffers) != nbuffers or tgrad is not grad
-                                    or (inputs is not minputs and inputs != minputs)):
+                    params = d["_parameters"]
+                    buffers = d["_buffers"]
+                    grad = _grad_enabled()
+                    for (size, nparams, nbuffers, tgrad, minputs, getter, vals, nones, others,
+                         checks, fills, opname, ins, made) in reversed(templates):
+                        if (len(d) != size or len(params) != nparams
+                                or len(buffers) != nbuffers or tgrad is not grad
+                                or (inputs is not minputs and inputs != minputs)):
+                            continue
+                        try:
+                            if getter(d) != vals:
                                 continue
-                            try:
-                                if getter(d) != vals:
-                                    continue
-                            except KeyError:
-                                continue
-                            fits = True
-                            for a in args:  # a subclass's __torch_function__ must run
-                                if type(a) is not Tensor and type(a) is not _Parameter:
-                                    fits = False
-                            for buffer, k in nones:
-                                if (buffers if buffer else params).get(k, _MISSING) is not None:
-                                    fits = False
-                            for buffer, k in others:
-                                if (buffers if buffer else params).get(k) is None:
-                                    fits = False
-                            for buffer, k, info in checks:  # the same metadata as then
-                                p = (buffers if buffer else params).get(k)
-                                known = seen.get(id(p))
-                                if (p is None or known is None or known[1] is not info
-                                        ):
-                                    fits = False
-                                    break
-                            if not fits:
-                                continue
-                            if type(ins) is list:
-                                ins = list(ins)
-                            for pos, k in fills:
-                                v = inputs if type(inputs) is not list else inputs[k]
-                                if pos < 0:
-                                    ins = v
-                                else:
-                                    ins[pos] = v
-                            if len(records) >= max_steps:
-                                rec._limit()
-                            op = [0, opname, code, lasti if lasti < 0 else -1 - lasti,
-                                  index, None, None, ins, None, None, False]
-                            records.append(op)
-                            break
-                        if op is not None:
-                            try:
-                                output = forward(self, *args)
-                            except BaseException as exc:
-                                op[_ERROR] = _error_text(exc)
-                                raise
-                            try:
-                                s = output.shape if type(output) is Tensor else None
-                            except RuntimeError:  # e.g. a nested tensor
-                                s = None
-                            if s:  # as the op hook records an op's output
-                                dtype, device = output.dtype, output.device
-                                needs = output.requires_grad
-                                first = ins if type(ins) is not list else ins[0]
-                                if (type(first) is TensorInfo and first[1] is dtype
-                                        and first[3] is needs and first[5] is None
-                                        and first[0] == s and first[2] == device):
-                                    out = first
-                                else:
-                                    out = _tuple_new(TensorInfo, (s, dtype, device, needs,
-                                                                  None, None, None))
-                                seen[id(output)] = (_ref(output), out)
-                                op[_OUTPUTS] = record[_OUTPUTS] = out
+                        except KeyError:
+                            continue
+                        fits = True
+                        for a in args:  # a subclass's __torch_function__ must run
+                            if type(a) is not Tensor and type(a) is not _Parameter:
+                                fits = False
+                        for buffer, k in nones:
+                            if (buffers if buffer else params).get(k, _MISSING) is not None:
+                                fits = False
+                        for buffer, k in others:
+                            if (buffers if buffer else params).get(k) is None:
+                                fits = False
+                        for buffer, k, info in checks:  # the same metadata as then
+                            p = (buffers if buffer else params).get(k)
+                            known = seen.get(id(p))
+                            if (p is None or known is None or known[1] is not info
+                                    or known[0]() is not p):
+                                fits = False
+                                break
+                        if not fits:
+                            continue
+                        if type(ins) is list:
+                            ins = list(ins)
+                        for pos, k in fills:
+                            v = inputs if type(inputs) is not list else inputs[k]
+                            if pos < 0:
+                                ins = v
                             else:
-                                rec._outputs(output, op, args[:1])
-                if op is None:
-                    learn = (tuple(self.__dict__.values()), tuple(self._parameters.values()),
+                                ins[pos] = v
+                        if len(records) >= max_steps:
+                            rec._limit()
+                        op = [0, opname, code, lasti if lasti < 0 else -1 - lasti,
+                              index, None, None, ins, None, None, False]
+                        records.append(op)
+                        tout = made
+                        break
+                if op is not None:
+                    with _no_torch_function():  # (one mode: ours, so no one else's)
+                        try:
+                            output = _DECLINE
+                            if shortcut is not None and len(args) == 1:
+                                output = shortcut(d, params, buffers, args[0])
+                            if output is _DECLINE:
+                                output = forward(self, *args)
+                        except BaseException as exc:
+                            op[_ERROR] = _error_text(exc)
+                            raise
+                        try:
+                            s = output.shape if type(output) is Tensor else None
+                        except RuntimeError:  # e.g. a nested tensor
+                            s = None
+                        if s and tout is not None and s == tout[0] and output.dtype is tout[1]:
+                            # the same op on the same kinds of values: its output has the
+                            # same device and requires_grad as then (the shape and dtype,
+                            # which autocast may change, are checked)
+                            seen[id(output)] = (_ref(output), tout)
+                            op[_OUTPUTS] = record[_OUTPUTS] = tout
+                        elif s:  # as the op hook records an op's output
+                            dtype, device = output.dtype, output.device
+                            needs = output.requires_grad
+                            first = ins if type(ins) is not list else ins[0]
+                            if (type(first) is TensorInfo and first[1] is dtype
+                                    and first[3] is needs and first[5] is None
+                                    and first[0] == s and first[2] == device):
+                                out = first
+                            else:
+                                out = _tuple_new(TensorInfo, (s, dtype, device, needs,
+                                                              None, None, None))
+                            seen[id(output)] = (_ref(output), out)
+                            op[_OUTPUTS] = record[_OUTPUTS] = out
+                        else:
+                            rec._outputs(output, op, args[:1])
+                else:
+                    learn = (tuple(d.values()), tuple(self._parameters.values()),
                              tuple(self._buffers.values()))
                     output = forward(self, *args)
             elif not direct:  # torch's __call__ runs the hooks, then our forward stand-in
@@ -1139,8 +1154,11 @@ def _learn(templates, mod, args, record, op, seen, before):
     layer reads its arguments' strides or other metadata that TensorInfo leaves out.)
     The stand-in checks all of that, runs the call with torch functions off (torch's
     dispatch to a Python mode is most of what an op costs a trace: here one op, and
-    metadata reads such as ``input.dim()``) and records the op from the template with
-    this call's values. Any other call is recorded the usual way. ``before``: the
+    metadata reads such as ``input.dim()``; a layer with a direct forward skips its
+    Python wrapper too, see _DIRECT_USES) and records the op from the template with
+    this call's values. Any other call is recorded the usual way. (A torch function
+    that the reader replaces while the forward runs, between two calls that the
+    checks find the same, is not seen: the second call's op is the template's.) ``before``: the
     layer's attributes, parameters and buffers before the call, which must not have
     changed.
 
@@ -1149,7 +1167,9 @@ def _learn(templates, mod, args, record, op, seen, before):
     of the parameters and buffers that are None, of those that are not and that the op
     did not take, (buffer?, name, TensorInfo) of those it took, (position in the op's
     inputs or -1 for a bare value, index of the layer's argument) for each argument it
-    took, the op's name, its input values).
+    took, the op's name, its input values, its output value or None). An output of the
+    same shape and dtype as then has the same device and requires_grad: those follow
+    from the values and the grad mode checked.
     """
     if (op[_KIND] != 0 or op[_LASTI] >= 0 or op[_ERROR] is not None or op[_INPLACE]
             or record[_INPLACE] or op[_OUTPUTS] is None or op[_OUTPUTS] is not record[_OUTPUTS]
@@ -1214,12 +1234,15 @@ def _learn(templates, mod, args, record, op, seen, before):
             else:
                 others.pop((where == 2, k), None)
                 checks[(where == 2, k)] = info
+    out = op[_OUTPUTS]  # a replay's output, if it has the same shape and dtype
+    if not out[0] or out[4] is not None or out[5] is not None or out[6] is not None:
+        out = None  # a 0-d tensor's value: read each time
     if len(templates) >= 4:
         del templates[0]
     templates.append((len(d), len(params), len(buffers), _grad_enabled(), minputs, getter,
                       getter(d), tuple(nones), tuple(others),
                       tuple((b, k, info) for (b, k), info in checks.items()), tuple(fills),
-                      op[_NAME], ins if bare else list(ins)))
+                      op[_NAME], ins if bare else list(ins), out))
 
 
 def _patch(rec, mods, paths):
@@ -1250,11 +1273,12 @@ def _patch(rec, mods, paths):
             if members:
                 undo.append((cls, "forward", "forward" in cls.__dict__,
                              cls.__dict__.get("forward")))
-                cls.forward = _stand_in(rec, members, forward)
+                direct = _direct_forward(cls, forward)
+                cls.forward = _stand_in(rec, members, forward, None, direct)
                 if call is not None:
                     undo.append((cls, "__call__", "__call__" in cls.__dict__,
                                  cls.__dict__.get("__call__")))
-                    cls.__call__ = _stand_in(rec, members, forward, call)
+                    cls.__call__ = _stand_in(rec, members, forward, call, direct)
         for mod, info in own:
             undo.append((mod, "forward", "forward" in mod.__dict__, mod.__dict__.get("forward")))
             mod.__dict__["forward"] = _MethodType(
@@ -1319,6 +1343,9 @@ _get_tracing_state = torch._C._get_tracing_state
 # with any of them non-empty, torch's __call__ runs its slow path
 _GLOBAL_HOOKS = tuple(getattr(torch.nn.modules.module, "_global_" + n) for n in (
     "forward_hooks", "forward_pre_hooks", "backward_hooks", "backward_pre_hooks"))
+# a module's own hook registries, in its __dict__
+_hooks_of = itemgetter("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
+                       "_backward_pre_hooks")
 _MethodType = types.MethodType
 _get_ident = threading.get_ident
 _ref = weakref.ref
@@ -1839,6 +1866,104 @@ def _handle_stand_in(rec, hook):
 # the modules whose Python-level functions call handle_torch_function by its global name
 _HANDLE_USERS = (torch.nn.functional, torch.functional, torch._tensor)
 _REPLAY = True  # replay torch leaf layers' ops from templates (see _learn); tests turn it off
+
+
+# ----------------------------------------------------------------- direct forwards
+#
+# A replayed call (see _learn) of some of torch's most used layers runs its op the way
+# torch's forward would call it, without the Python around it (``self.weight`` through
+# nn.Module.__getattr__, BatchNorm's checks of its state, F.batch_norm's wrapper): that
+# code is most of what such a call costs besides its kernel. Each function below does
+# what torch 2.13's forward does for the state it handles, reading the same attributes,
+# parameters and buffers at the same moment, and passes the same values to the same
+# torch function; for any other state it declines (_DECLINE) and the forward runs. A
+# replayed call takes the same kind of input as the call its template came from, which
+# passed the checks the forward makes of its input (BatchNorm's number of dimensions,
+# F.batch_norm's eps). Used only if, when the trace starts, the class's forward and the
+# functions it calls are torch's own (_DIRECT_USES).
+
+_DECLINE = object()
+_F = torch.nn.functional
+_cudnn_enabled = torch._C._get_cudnn_enabled
+
+
+def _direct_conv(op):
+    def conv(d, params, buffers, x):  # _ConvNd.forward, then _conv_forward, "zeros" padding
+        weight = params.get("weight", _MISSING)
+        bias = params.get("bias", _MISSING)
+        if (weight is _MISSING or bias is _MISSING or "weight" in d or "bias" in d
+                or d.get("padding_mode") != "zeros"):
+            return _DECLINE
+        try:
+            values = (d["stride"], d["padding"], d["dilation"], d["groups"])
+        except KeyError:
+            return _DECLINE
+        return op(x, weight, bias, *values)
+
+    return conv
+
+
+def _direct_linear(d, params, buffers, x):
+    weight = params.get("weight", _MISSING)
+    bias = params.get("bias", _MISSING)
+    if weight is _MISSING or bias is _MISSING or "weight" in d or "bias" in d:
+        return _DECLINE
+    return _linear(x, weight, bias)
+
+
+def _direct_batch_norm(d, params, buffers, x):  # _BatchNorm.forward in eval mode
+    weight = params.get("weight", _MISSING)
+    bias = params.get("bias", _MISSING)
+    mean = buffers.get("running_mean")
+    var = buffers.get("running_var")
+    if (weight is _MISSING or bias is _MISSING or mean is None or var is None
+            or "running_mean" in params or "running_var" in params or "weight" in d
+            or "bias" in d or "running_mean" in d or "running_var" in d
+            or "momentum" not in d or "eps" not in d or d.get("training", True)):
+        return _DECLINE
+    momentum = d["momentum"]
+    return _batch_norm(x, weight, bias, mean, var, False,
+                       0.0 if momentum is None else momentum, d["eps"], _cudnn_enabled())
+
+
+def _direct_relu(d, params, buffers, x):
+    if d.get("inplace", True):  # (torch.relu_: in place, never a template anyway)
+        return _DECLINE
+    return _relu(x)
+
+
+_linear = torch._C._nn.linear
+_batch_norm = torch.batch_norm
+_relu = torch.relu
+_BN_FORWARD = nn.modules.batchnorm._BatchNorm.forward
+# class -> (its direct forward, [(owner, name, what torch has there)] that it stands for)
+_DIRECT_USES: dict = {
+    nn.Linear: (_direct_linear, [(nn.Linear, "forward", nn.Linear.forward),
+                                 (_F, "linear", _linear)]),
+    nn.ReLU: (_direct_relu, [(nn.ReLU, "forward", nn.ReLU.forward),
+                             (_F, "relu", _F.relu), (torch, "relu", _relu)]),
+}
+for _cls, _op in ((nn.Conv1d, torch.conv1d), (nn.Conv2d, torch.conv2d),
+                  (nn.Conv3d, torch.conv3d)):
+    _DIRECT_USES[_cls] = (_direct_conv(_op), [
+        (_cls, "forward", _cls.forward), (_cls, "_conv_forward", _cls._conv_forward),
+        (_F, _op.__name__, _op)])
+for _cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
+    _DIRECT_USES[_cls] = (_direct_batch_norm, [
+        (_cls, "forward", _BN_FORWARD), (_cls, "_check_input_dim", _cls._check_input_dim),
+        (_F, "batch_norm", _F.batch_norm), (torch, "batch_norm", _batch_norm)])
+
+
+def _direct_forward(cls, forward):
+    """The direct forward of ``cls`` (whose forward is ``forward``), or None if it has
+    none or if its forward, or a function that forward calls, is not torch's own."""
+    entry = _DIRECT_USES.get(cls)
+    if entry is None or forward is not entry[1][0][2]:
+        return None
+    for owner, name, original in entry[1]:
+        if getattr(owner, name, None) is not original:
+            return None
+    return entry[0]
 _HANDLE_TF = torch.overrides.handle_torch_function
 _TENSOR_TYPES = (Tensor,)
 _tf_stack_len = torch._C._len_torch_function_stack

@@ -5,6 +5,7 @@ every op intercepted (``_REPLAY`` off), and PyTorch's own output."""
 
 import contextlib
 import copy
+import weakref
 
 import pytest
 import torch
@@ -353,3 +354,217 @@ def test_random_repeated_layers_replayed_as_intercepted(case):
     a, b = _both(model, X, context=context)
     assert a.error is None
     _same(a, b)
+
+
+class EveryDirect(nn.Module):
+    """Three layers of each class that has a direct forward (tracing._DIRECT_USES), the
+    three of a class in the same state: the first call of each class is intercepted, the
+    other two are replays."""
+
+    def __init__(self, conv=None, bn=None, lin=None):
+        super().__init__()
+        conv = conv or {}
+        bn = bn or {}
+        lin = lin or {}
+
+        def three(make):
+            return nn.ModuleList(make() for _ in range(3))
+
+        self.c1 = three(lambda: nn.Conv1d(2, 2, 3, padding=1, **conv))
+        self.c2 = three(lambda: nn.Conv2d(2, 2, 3, padding=1, **conv))
+        self.c3 = three(lambda: nn.Conv3d(2, 2, 3, padding=1, **conv))
+        self.b1 = three(lambda: nn.BatchNorm1d(2, **bn))
+        self.b2 = three(lambda: nn.BatchNorm2d(2, **bn))
+        self.b3 = three(lambda: nn.BatchNorm3d(2, **bn))
+        self.lins = three(lambda: nn.Linear(5, 5, **lin))
+        self.relus = three(nn.ReLU)
+
+    def forward(self, x):  # x: (2, 2, 5, 5, 5)
+        # the batch norms last: in training each counts its calls in place, after which
+        # the recorder reads every value afresh (no replay)
+        convs = [[conv(y) for conv in group] for group, y in (
+            (self.c1, x[:, :, 0, 0]), (self.c2, x[:, :, 0]), (self.c3, x))]
+        v = x[:, 0, 0, 0]
+        outs = [relu(lin(v)) for lin, relu in zip(self.lins, self.relus, strict=True)]
+        for bns, ys in zip((self.b1, self.b2, self.b3), convs, strict=True):
+            outs += [bn(y) for bn, y in zip(bns, ys, strict=True)]
+        return outs
+
+
+def _counting_direct(monkeypatch):
+    """Count, per class, the replayed calls whose direct forward ran the op (did not
+    decline)."""
+    counts = {}
+    for cls, (run, uses) in list(tracing._DIRECT_USES.items()):
+        def counted(d, params, buffers, x, run=run, name=cls.__name__):
+            out = run(d, params, buffers, x)
+            if out is not tracing._DECLINE:
+                counts[name] = counts.get(name, 0) + 1
+            return out
+
+        monkeypatch.setitem(tracing._DIRECT_USES, cls, (counted, uses))
+    return counts
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("context", [contextlib.nullcontext, torch.no_grad, torch.inference_mode])
+def test_direct_forwards_run_what_torchs_forwards_run(monkeypatch, training, context):
+    counts = _counting_direct(monkeypatch)
+    model = EveryDirect().train(training)
+    X = torch.randn(2, 2, 5, 5, 5)
+    a, b = _both(model, X, context=context)
+    assert a.error is None
+    _same(a, b)  # (the outputs too, with torch.equal)
+    with context():
+        plain = copy.deepcopy(model)(X)
+    assert all(map(torch.equal, a.output, plain))
+    # two replays per class; a batch norm in training is none (it counts its calls in
+    # place: two ops)
+    expected = {"Conv1d": 2, "Conv2d": 2, "Conv3d": 2, "Linear": 2, "ReLU": 2}
+    if not training:
+        expected.update(BatchNorm1d=2, BatchNorm2d=2, BatchNorm3d=2)
+    assert counts == expected
+
+
+@pytest.mark.parametrize("conv, bn, lin, declined", [
+    ({"bias": False, "padding_mode": "zeros"}, {"affine": False}, {"bias": False}, set()),
+    ({"padding_mode": "circular"}, {"track_running_stats": False}, {}, {"Conv", "BatchNorm"}),
+])
+def test_direct_forwards_in_other_states_run_or_decline(monkeypatch, conv, bn, lin, declined):
+    # no bias, no affine parameters: None passed on; circular padding is two ops (no
+    # template); a batch norm without running statistics normalizes by the batch's
+    # (its direct forward declines: torch's forward runs)
+    counts = _counting_direct(monkeypatch)
+    model = EveryDirect(conv, bn, lin).eval()
+    a, b = _both(model, torch.randn(2, 2, 5, 5, 5))
+    assert a.error is None
+    _same(a, b)
+    for name in ("Conv1d", "Conv2d", "Conv3d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d",
+                 "Linear", "ReLU"):
+        assert counts.get(name, 0) == (0 if name.rstrip("123d") in declined else 2), name
+
+
+@pytest.mark.parametrize("owner, name", [
+    (torch.nn.functional, "conv2d"), (nn.Conv2d, "_conv_forward"), (nn.Conv2d, "forward"),
+    (torch.nn.functional, "batch_norm"), (torch, "batch_norm"),
+    (nn.BatchNorm2d, "_check_input_dim"), (torch.nn.functional, "linear"),
+    (torch.nn.functional, "relu"), (torch, "relu"), (nn.ReLU, "forward"),
+])
+def test_no_direct_forward_past_a_function_the_reader_replaced(monkeypatch, owner, name):
+    cls = {"conv2d": nn.Conv2d, "batch_norm": nn.BatchNorm2d, "linear": nn.Linear,
+           "relu": nn.ReLU}.get(name) or owner
+    assert tracing._direct_forward(cls, cls.forward) is not None
+    original = getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda *a, **k: original(*a, **k))
+    assert tracing._direct_forward(cls, cls.forward) is None
+
+
+def test_a_replaced_torch_function_still_runs_in_replayed_calls(monkeypatch):
+    # F.batch_norm calls torch.batch_norm by name: a reader's replacement of it runs in
+    # every call, replayed or not (with torch functions off, it makes no step itself)
+    calls = []
+    original = torch.batch_norm
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "batch_norm", counted)
+    model = nn.Sequential(*[nn.BatchNorm2d(2) for _ in range(4)]).eval()
+    a, b = _both(model, torch.randn(1, 2, 3, 3))
+    _same(a, b)
+    assert len(calls) == 8 and sum(s.name == "F.batch_norm" for s in a.steps) == 4
+
+
+def test_a_parameter_whose_id_has_a_stale_entry_is_read_afresh():
+    # `seen` maps ids to (weak reference, value): a tensor gone since may have left an
+    # entry under the id a new parameter now has. The replay must not take that value.
+    dead = torch.zeros(1)
+    stale = weakref.ref(dead)
+    del dead
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convs = nn.ModuleList(nn.Conv2d(2, 2, 3, padding=1) for _ in range(2))
+
+        def forward(self, x):
+            self.convs[0](x)  # its template: weight (2, 2, 3, 3)
+            new = nn.Parameter(torch.randn(2, 2, 1, 1))
+            self.convs[1].weight = new
+            (rec,) = torch.overrides._get_current_function_mode_stack()
+            # the value a (2, 2, 3, 3) weight has, under the new weight's id
+            rec.seen[id(new)] = (stale, rec.seen[id(self.convs[0].weight)][1])
+            return self.convs[1](x)
+
+    a, b = _both(Net(), torch.randn(1, 2, 4, 4), changes=True)
+    assert a.error is None
+    _same(a, b)
+    assert a.steps[-1].name == "F.conv2d" and a.steps[-1].input_shapes[1] == (2, 2, 1, 1)
+
+
+def test_direct_forwards_match_torchs_and_decline_what_they_do_not_handle():
+    # called as a replay calls them: the layer's __dict__, parameters, buffers, input
+    X = torch.randn(2, 3, 6, 6)
+    cases = [
+        (nn.Conv2d(3, 4, 3, stride=2, padding=1, dilation=1, groups=1), X, True),
+        (nn.Conv2d(3, 3, 3, padding="same", dilation=2, groups=3, bias=False), X, True),
+        (nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular"), X, False),
+        (nn.Conv1d(3, 4, 2, stride=2), X[:, :, 0], True),
+        (nn.Linear(6, 2), X, True),
+        (nn.Linear(6, 2, bias=False), X, True),
+        (nn.BatchNorm2d(3, eps=0.3, momentum=None).eval(), X, True),
+        (nn.BatchNorm2d(3, affine=False).eval(), X, True),
+        (nn.BatchNorm2d(3).train(), X, False),
+        (nn.BatchNorm2d(3, track_running_stats=False).eval(), X, False),
+        (nn.ReLU(), X, True),
+        (nn.ReLU(inplace=True), X.clone(), False),
+    ]
+    with torch.no_grad():
+        for layer in cases[6][0], cases[7][0]:  # statistics of their own
+            layer.running_mean.uniform_(-1, 1)
+            layer.running_var.uniform_(0.5, 2)
+    for layer, x, handled in cases:
+        run = tracing._direct_forward(type(layer), type(layer).forward)
+        with torch._C.DisableTorchFunction():
+            out = run(layer.__dict__, layer._parameters, layer._buffers, x)
+        if handled:
+            assert torch.equal(out, layer(x)), layer
+        else:
+            assert out is tracing._DECLINE, layer
+    conv = nn.Conv2d(3, 3, 3)
+    conv.__dict__["weight"] = torch.zeros(3, 3, 1, 1)  # (read before the parameters)
+    run = tracing._direct_forward(nn.Conv2d, nn.Conv2d.forward)
+    assert run(conv.__dict__, conv._parameters, conv._buffers, X) is tracing._DECLINE
+
+
+def test_a_batch_norm_that_normalizes_by_the_batch_in_training_replays_as_it_runs():
+    # no call counter: one op in training too (a template), with the running statistics
+    # to update in place
+    layers = [nn.BatchNorm1d(4) for _ in range(3)]
+    for layer in layers:
+        layer.num_batches_tracked = None
+    model = nn.Sequential(*layers).train()
+    X = torch.randn(5, 4)
+    a, b = _both(model, X, changes=True)
+    _same(a, b)
+    assert torch.equal(a.output, copy.deepcopy(model)(X))
+    assert sum(s.name == "F.batch_norm" for s in a.steps) == 3
+
+
+def test_a_replayed_layer_under_autocast_has_its_output_dtype():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lins = nn.ModuleList(nn.Linear(4, 4) for _ in range(3))
+
+        def forward(self, x):
+            y = self.lins[0](x)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = self.lins[1](x)  # the same state and input, a bfloat16 output
+            return self.lins[2](x), y
+
+    a, b = _both(Net(), torch.randn(2, 4))
+    _same(a, b)
+    assert [s.outputs[0].dtype for s in a.steps if s.name == "F.linear"] == [
+        torch.float32, torch.bfloat16, torch.float32]
