@@ -561,7 +561,6 @@ class _Recorder(TorchFunctionMode):
         self.records: list = []
         # The module calls under way: (index, forward written in torch?, code, lasti)
         self.stack: list = []
-        self.calls: dict = {}  # id(module) -> number of calls so far
         self.limit_hit = False
         self.thread = _get_ident()  # module stand-ins ignore calls from other threads
         # The values seen so far, by id: (a getter of the object, its value). A module's
@@ -919,7 +918,6 @@ def _stand_in(rec, members, forward, call=None, shortcut=None):
     ``shortcut``: the class's direct forward (see ``_direct_forward``), if it has one."""
     stack = rec.stack
     records = rec.records
-    calls = rec.calls
     thread = rec.thread
     max_steps = rec.max_steps
     seen = rec.seen
@@ -992,8 +990,7 @@ def _stand_in(rec, members, forward, call=None, shortcut=None):
         else:
             code, lasti = rec._site(frame, top)
         path, name, torch_defined, fastpath, leaf = info
-        n = calls[key] = calls.get(key, 0) + 1
-        record = [1, name, code, lasti, None if top is None else top[0], path, n, inputs,
+        record = [1, name, code, lasti, None if top is None else top[0], path, None, inputs,
                   None, None, False]
         records.append(record)
         index = len(records) - 1
@@ -1695,6 +1692,7 @@ def _build_steps(records) -> tuple[list, dict]:
     sources: dict = {}
     state: dict = {}  # (parent, id(code)) -> [last line, last offset, {line: passes}]
     counted = []  # (step, {line: passes} of its function call, line, pass) for direct steps
+    calls: dict = {}  # module path -> its calls so far
     steps = []
     append = steps.append
     inplace_names = _inplace_names
@@ -1723,7 +1721,8 @@ def _build_steps(records) -> tuple[list, dict]:
             step = Step(index, "op", name, ppath, depth, parent, None, inputs,
                         outputs, filename, lineno, text, func, first, None, inplace,
                         error, lasti < 0)
-        else:
+        else:  # its call of the module: the module's path is its own
+            call = calls[path] = calls.get(path, 0) + 1
             step = Step(index, "module", name, path, depth, parent, call, inputs,
                         outputs, filename, lineno, text, func, first, None, inplace,
                         error, False, name)
@@ -2017,7 +2016,7 @@ def trace(model, *args, ops: bool = True, max_steps: int | None = DEFAULT_MAX_ST
         infos = _module_table(paths, mods, sig,
                               {s.path for s in steps if s.kind == "module"})
         # what only the recording needed is freed now, before the collector runs again
-        rec.records = rec.seen = rec.paths = rec.calls = paths = mods = sig = None
+        rec.records = rec.seen = rec.paths = paths = mods = sig = None
     finally:
         if gc_was_enabled:
             gc.enable()
