@@ -17,8 +17,10 @@ A torch leaf layer (``nn.Conv2d``, ``nn.BatchNorm2d``, ``nn.Linear`` ...) whose 
 repeats an earlier call of a layer of its class in the same trace (the same plain
 attributes, parameters of the same metadata, the same kind of input, the same grad
 mode; see ``_learn``) is not intercepted again: it runs with torch functions off and its
-op is recorded from a template of that earlier call, with this call's own values. Tests
-check such traces against traces with every op intercepted.
+op is recorded from a template of that earlier call, with this call's own values. Such
+a call of a convolution, ``nn.Linear``, an eval-mode batch norm or ``nn.ReLU`` runs its
+op the way torch's forward would call it, without the Python around it (see
+``_DIRECT_USES``). Tests check such traces against traces with every op intercepted.
 
 For each step the reader's own source line is found by walking the Python stack to
 the innermost frame outside torch and outside this package. Everything recorded is
