@@ -1156,10 +1156,10 @@ def _learn(templates, mod, args, record, op, seen, before):
     metadata reads such as ``input.dim()``; a layer with a direct forward skips its
     Python wrapper too, see _DIRECT_USES) and records the op from the template with
     this call's values. Any other call is recorded the usual way. (A torch function
-    that the reader replaces while the forward runs, between two calls that the
-    checks find the same, is not seen: the second call's op is the template's.) ``before``: the
-    layer's attributes, parameters and buffers before the call, which must not have
-    changed.
+    that the reader replaces while the forward runs, between two calls that the checks
+    find the same, is not seen: the second call's op is the template's.) ``before``:
+    the layer's attributes, parameters and buffers before the call, which must not
+    have changed.
 
     A template: (len(__dict__), number of parameters, of buffers, grad mode, the
     layer's input values, getter of its plain attributes, their values, (buffer?, name)
@@ -1868,6 +1868,16 @@ def _handle_stand_in(rec, hook):
 _HANDLE_USERS = (torch.nn.functional, torch.functional, torch._tensor)
 _REPLAY = True  # replay torch leaf layers' ops from templates (see _learn); tests turn it off
 
+_HANDLE_TF = torch.overrides.handle_torch_function
+_TENSOR_TYPES = (Tensor,)
+_tf_stack_len = torch._C._len_torch_function_stack
+_tf_stack_at = torch._C._get_function_stack_at
+_tf_mode_on = torch._C._is_torch_function_mode_enabled
+_tf_stack_pop = torch._C._pop_torch_function_stack
+_tf_stack_push = torch._C._push_on_torch_function_stack
+_HANDLE_STAND_IN_CODE = next(c for c in _handle_stand_in.__code__.co_consts
+                             if hasattr(c, "co_code"))
+
 
 # ----------------------------------------------------------------- direct forwards
 #
@@ -1953,6 +1963,7 @@ for _cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
     _DIRECT_USES[_cls] = (_direct_batch_norm, [
         (_cls, "forward", _BN_FORWARD), (_cls, "_check_input_dim", _cls._check_input_dim),
         (_F, "batch_norm", _F.batch_norm), (torch, "batch_norm", _batch_norm)])
+del _cls, _op
 
 
 def _direct_forward(cls, forward):
@@ -1965,15 +1976,6 @@ def _direct_forward(cls, forward):
         if getattr(owner, name, None) is not original:
             return None
     return entry[0]
-_HANDLE_TF = torch.overrides.handle_torch_function
-_TENSOR_TYPES = (Tensor,)
-_tf_stack_len = torch._C._len_torch_function_stack
-_tf_stack_at = torch._C._get_function_stack_at
-_tf_mode_on = torch._C._is_torch_function_mode_enabled
-_tf_stack_pop = torch._C._pop_torch_function_stack
-_tf_stack_push = torch._C._push_on_torch_function_stack
-_HANDLE_STAND_IN_CODE = next(c for c in _handle_stand_in.__code__.co_consts
-                             if hasattr(c, "co_code"))
 
 
 _RUN_CODE = _run.__code__
