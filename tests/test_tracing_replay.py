@@ -568,3 +568,24 @@ def test_a_replayed_layer_under_autocast_has_its_output_dtype():
     _same(a, b)
     assert [s.outputs[0].dtype for s in a.steps if s.name == "F.linear"] == [
         torch.float32, torch.bfloat16, torch.float32]
+
+
+def test_a_compiled_layer_runs_what_torch_would_run():
+    # torch's __call__ runs a module's _compiled_call_impl (set by Module.compile())
+    # instead of its forward: so does a trace, even of a layer it could replay. (Not
+    # through _both: a deep copy drops _compiled_call_impl.)
+    model = nn.Sequential(*[nn.Linear(3, 3) for _ in range(3)])
+    model[2]._compiled_call_impl = lambda x: torch.full((2, 3), 7.0)
+    X = torch.randn(2, 3)
+    plain = model(X)
+    assert plain.eq(7).all()
+    traces = []
+    for replay in (True, False):
+        tracing._REPLAY = replay
+        try:
+            traces.append(trace(model, X))
+        finally:
+            tracing._REPLAY = True
+    _same(*traces)
+    assert torch.equal(traces[0].output, plain)
+    assert [s.path for s in traces[0].steps if s.kind == "module"] == ["", "0", "1", "2"]
