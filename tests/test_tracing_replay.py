@@ -414,7 +414,7 @@ def test_direct_forwards_run_what_torchs_forwards_run(monkeypatch, training, con
     X = torch.randn(2, 2, 5, 5, 5)
     a, b = _both(model, X, context=context)
     assert a.error is None
-    _same(a, b)  # (the outputs too, with torch.equal)
+    _same(a, b)
     with context():
         plain = copy.deepcopy(model)(X)
     assert all(map(torch.equal, a.output, plain))
@@ -473,6 +473,7 @@ def test_a_replaced_torch_function_still_runs_in_replayed_calls(monkeypatch):
     model = nn.Sequential(*[nn.BatchNorm2d(2) for _ in range(4)]).eval()
     a, b = _both(model, torch.randn(1, 2, 3, 3))
     _same(a, b)
+    # four calls in each trace (with replays, then with every op intercepted)
     assert len(calls) == 8 and sum(s.name == "F.batch_norm" for s in a.steps) == 4
 
 
