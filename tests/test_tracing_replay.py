@@ -18,13 +18,15 @@ import book_src.tracing as tracing
 from book_src import trace
 
 
-def _both(model, *args, context=contextlib.nullcontext, seed=0, changes=False, **kw):
+def _both(model, *args, context=contextlib.nullcontext, seed=0, changes=False, copies=True,
+          **kw):
     """(trace with replay, trace with every op intercepted), each of its own copy of
-    ``model`` (a call may change a model: batch-norm statistics, a forward's writes).
-    Each leaves its copy as it was (unless its forward ``changes`` it itself)."""
+    ``model`` (a call may change a model: batch-norm statistics, a forward's writes), or
+    both of ``model`` itself if not ``copies``. Each leaves its model as it was (unless
+    its forward ``changes`` it itself)."""
     out = []
     for replay in (True, False):
-        m = copy.deepcopy(model)
+        m = copy.deepcopy(model) if copies else model
         before = _state(m)
         stack = _mode_stack()
         tracing._REPLAY = replay
@@ -580,13 +582,7 @@ def test_a_compiled_layer_runs_what_torch_would_run():
     X = torch.randn(2, 3)
     plain = model(X)
     assert plain.eq(7).all()
-    traces = []
-    for replay in (True, False):
-        tracing._REPLAY = replay
-        try:
-            traces.append(trace(model, X))
-        finally:
-            tracing._REPLAY = True
-    _same(*traces)
-    assert torch.equal(traces[0].output, plain)
-    assert [s.path for s in traces[0].steps if s.kind == "module"] == ["", "0", "1", "2"]
+    a, b = _both(model, X, copies=False)
+    _same(a, b)
+    assert torch.equal(a.output, plain)
+    assert [s.path for s in a.steps if s.kind == "module"] == ["", "0", "1", "2"]
