@@ -1867,7 +1867,6 @@ def _handle_stand_in(rec, hook):
 # the modules whose Python-level functions call handle_torch_function by its global name
 _HANDLE_USERS = (torch.nn.functional, torch.functional, torch._tensor)
 _REPLAY = True  # replay torch leaf layers' ops from templates (see _learn); tests turn it off
-
 _HANDLE_TF = torch.overrides.handle_torch_function
 _TENSOR_TYPES = (Tensor,)
 _tf_stack_len = torch._C._len_torch_function_stack
@@ -1898,43 +1897,47 @@ _F = torch.nn.functional
 _cudnn_enabled = torch._C._get_cudnn_enabled
 
 
+def _weight_and_bias(d, params):
+    """(``self.weight``, ``self.bias``) of a layer whose ``__dict__`` is ``d``, if both
+    are entries of its parameter table (None included), as nn.Module.__getattr__ finds
+    them when no instance attribute shadows them; else None."""
+    weight = params.get("weight", _MISSING)
+    bias = params.get("bias", _MISSING)
+    if weight is _MISSING or bias is _MISSING or "weight" in d or "bias" in d:
+        return None
+    return weight, bias
+
+
 def _direct_conv(op):
     def conv(d, params, buffers, x):  # _ConvNd.forward, then _conv_forward, "zeros" padding
-        weight = params.get("weight", _MISSING)
-        bias = params.get("bias", _MISSING)
-        if (weight is _MISSING or bias is _MISSING or "weight" in d or "bias" in d
-                or d.get("padding_mode") != "zeros"):
+        wb = _weight_and_bias(d, params)
+        if wb is None or d.get("padding_mode") != "zeros":
             return _DECLINE
         try:
             values = (d["stride"], d["padding"], d["dilation"], d["groups"])
         except KeyError:
             return _DECLINE
-        return op(x, weight, bias, *values)
+        return op(x, *wb, *values)
 
     return conv
 
 
 def _direct_linear(d, params, buffers, x):
-    weight = params.get("weight", _MISSING)
-    bias = params.get("bias", _MISSING)
-    if weight is _MISSING or bias is _MISSING or "weight" in d or "bias" in d:
-        return _DECLINE
-    return _linear(x, weight, bias)
+    wb = _weight_and_bias(d, params)
+    return _DECLINE if wb is None else _linear(x, *wb)
 
 
 def _direct_batch_norm(d, params, buffers, x):  # _BatchNorm.forward in eval mode
-    weight = params.get("weight", _MISSING)
-    bias = params.get("bias", _MISSING)
+    wb = _weight_and_bias(d, params)
     mean = buffers.get("running_mean")
     var = buffers.get("running_var")
-    if (weight is _MISSING or bias is _MISSING or mean is None or var is None
-            or "running_mean" in params or "running_var" in params or "weight" in d
-            or "bias" in d or "running_mean" in d or "running_var" in d
+    if (wb is None or mean is None or var is None or "running_mean" in params
+            or "running_var" in params or "running_mean" in d or "running_var" in d
             or "momentum" not in d or "eps" not in d or d.get("training", True)):
         return _DECLINE
     momentum = d["momentum"]
-    return _batch_norm(x, weight, bias, mean, var, False,
-                       0.0 if momentum is None else momentum, d["eps"], _cudnn_enabled())
+    return _batch_norm(x, *wb, mean, var, False, 0.0 if momentum is None else momentum,
+                       d["eps"], _cudnn_enabled())
 
 
 def _direct_relu(d, params, buffers, x):
